@@ -1,0 +1,202 @@
+"""Reading and writing VOS datasets in their published folder layouts (NumPy + Pillow only).
+
+This module never imports TensorFlow: inference and evaluation import it.
+
+Layouts:
+- DAVIS 2017: `<root>/JPEGImages/<res>/<seq>/00000.jpg`, `<root>/Annotations/<res>/<seq>/00000.png`
+  (indexed palette PNGs, pixel value = object id, 0 background, 255 void),
+  `<root>/ImageSets/2017/{train,val}.txt` (one sequence name a line); `<res>` is "480p" or
+  "Full-Resolution".
+- YouTube-VOS 2018/2019: `<root>/<split>/JPEGImages/<vid>/00000.jpg`,
+  `<root>/<split>/Annotations/<vid>/00000.png` and `<root>/<split>/meta.json`
+  (`{"videos": {vid: {"objects": {"1": {"category": str, "frames": ["00000", "00005", ...]}}}}}`);
+  in `valid` each object is annotated only on the first frame it appears in.
+
+Frames come back as uint8 RGB `[H, W, 3]`, label maps as uint8 `[H, W]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+VOID_LABEL = 255  # DAVIS/YouTube-VOS "void" pixels (object borders); ignored by the metrics.
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable or malformed; the message names the file."""
+
+
+def _voc_palette() -> np.ndarray:
+    """The PASCAL VOC / DAVIS palette: colour bits of the index interleaved, MSB first."""
+    palette = np.zeros((256, 3), np.uint8)
+    for index in range(256):
+        c, r, g, b = index, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+DAVIS_PALETTE = _voc_palette()  # uint8 [256, 3]: 0 black, 1 (128, 0, 0), 2 (0, 128, 0), ...
+
+
+def read_frame(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file (JPEG, PNG, ...) as uint8 RGB `[H, W, 3]`.
+
+    Raises:
+        DatasetError: the file is missing, truncated or not an image.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"cannot read frame {os.fspath(path)!r}: {e}") from e
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Reads a label map (pixel value = object id) from an indexed 'P' (or grey 'L') PNG.
+
+    Returns:
+        uint8 `[H, W]` object ids (0 background, 255 void).
+
+    Raises:
+        DatasetError: missing/corrupt file, or an RGB(A) PNG (colours are not object ids).
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("P", "L"):
+                return np.array(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"cannot read annotation {os.fspath(path)!r}: {e}") from e
+    raise DatasetError(
+        f"annotation {os.fspath(path)!r} has image mode {mode!r}: it must be an indexed palette "
+        "PNG (mode 'P', pixel value = object id) or a greyscale 'L' PNG"
+    )
+
+
+def write_label_png(
+    path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray = DAVIS_PALETTE
+) -> None:
+    """Writes a uint8 `[H, W]` label map as an indexed PNG, atomically; creates parent folders."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.dtype != np.uint8:
+        raise ValueError(
+            f"labels for {os.fspath(path)!r} must be uint8 [H, W], got {labels.dtype} "
+            f"{labels.shape}"
+        )
+    palette = np.asarray(palette, np.uint8)
+    if palette.shape != (256, 3):
+        raise ValueError(f"palette must be uint8 [256, 3], got {palette.shape}")
+    image = Image.fromarray(labels)
+    image.putpalette(palette.reshape(-1).tolist())
+    _save_atomically(image, Path(path), format="PNG")
+
+
+def write_frame(path: str | os.PathLike, frame: np.ndarray, quality: int = 95) -> None:
+    """Writes a uint8 RGB `[H, W, 3]` frame as JPEG (or PNG by suffix), atomically."""
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+        raise ValueError(
+            f"frame for {os.fspath(path)!r} must be uint8 [H, W, 3], got {frame.dtype} "
+            f"{frame.shape}"
+        )
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        _save_atomically(Image.fromarray(frame), path, format="PNG")
+    else:
+        _save_atomically(Image.fromarray(frame), path, format="JPEG", quality=quality)
+
+
+def _save_atomically(image: Image.Image, path: Path, **save_kwargs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, **save_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _sorted_files(folder: Path, suffix: str) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix and p.is_file())
+
+
+def davis_sequences(root: str | os.PathLike, split: str) -> list[str]:
+    """Sequence names of a DAVIS 2017 split from `ImageSets/2017/{split}.txt`, in file order."""
+    path = Path(root) / "ImageSets" / "2017" / f"{split}.txt"
+    if not path.is_file():
+        raise DatasetError(f"DAVIS split file {os.fspath(path)!r} does not exist")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(f"DAVIS split file {os.fspath(path)!r} lists no sequence")
+    return names
+
+
+def davis_video(
+    root: str | os.PathLike, seq: str, resolution: str = "480p"
+) -> tuple[list[Path], list[Path]]:
+    """Sorted frame paths and annotation paths of one DAVIS sequence.
+
+    The annotation list may be shorter than the frame list (test-dev/challenge give only the
+    first frame); annotation `k` belongs to the frame with the same file stem.
+    """
+    frames_dir = Path(root) / "JPEGImages" / resolution / seq
+    if not frames_dir.is_dir():
+        raise DatasetError(f"DAVIS frame folder {os.fspath(frames_dir)!r} does not exist")
+    frames = _sorted_files(frames_dir, ".jpg")
+    if not frames:
+        raise DatasetError(f"DAVIS frame folder {os.fspath(frames_dir)!r} has no .jpg frame")
+    annotations_dir = Path(root) / "Annotations" / resolution / seq
+    annotations = _sorted_files(annotations_dir, ".png") if annotations_dir.is_dir() else []
+    return frames, annotations
+
+
+def youtube_meta(root: str | os.PathLike, split: str) -> dict:
+    """The parsed `<root>/<split>/meta.json` of YouTube-VOS (format in the module docstring)."""
+    path = Path(root) / split / "meta.json"
+    if not path.is_file():
+        raise DatasetError(f"YouTube-VOS meta file {os.fspath(path)!r} does not exist")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"YouTube-VOS meta file {os.fspath(path)!r} is not JSON: {e}") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
+        raise DatasetError(f"YouTube-VOS meta file {os.fspath(path)!r} has no 'videos' mapping")
+    for vid, video in meta["videos"].items():
+        objects = video.get("objects") if isinstance(video, dict) else None
+        if not isinstance(objects, dict) or not all(
+            isinstance(o, dict) and isinstance(o.get("frames"), list) for o in objects.values()
+        ):
+            raise DatasetError(
+                f"YouTube-VOS meta file {os.fspath(path)!r}: video {vid!r} needs "
+                "'objects' {id: {'frames': [...]}}"
+            )
+    return meta
+
+
+def youtube_video(root: str | os.PathLike, split: str, vid: str) -> tuple[list[Path], list[Path]]:
+    """Sorted frame paths and annotation paths of one YouTube-VOS video (annotations sparse)."""
+    frames_dir = Path(root) / split / "JPEGImages" / vid
+    if not frames_dir.is_dir():
+        raise DatasetError(f"YouTube-VOS frame folder {os.fspath(frames_dir)!r} does not exist")
+    frames = _sorted_files(frames_dir, ".jpg")
+    if not frames:
+        raise DatasetError(f"YouTube-VOS frame folder {os.fspath(frames_dir)!r} has no frame")
+    annotations_dir = Path(root) / split / "Annotations" / vid
+    annotations = _sorted_files(annotations_dir, ".png") if annotations_dir.is_dir() else []
+    return frames, annotations
