@@ -1,0 +1,140 @@
+"""DAVIS 2017 semi-supervised evaluation of a results folder, and the toolkit's CSV reports.
+
+Reads the ground truth from `<root>/Annotations/<res>/<seq>/*.png` (every annotated frame)
+and the results from `<results>/<seq>/<frame>.png` (indexed PNGs, the DAVIS results layout),
+scores each object with `davis.evaluate_sequence`, and writes, like the toolkit's
+`evaluation_method.py`:
+
+- `global_results-<set>.csv`: one row, columns
+  `J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay` (means over all objects);
+- `per-sequence_results-<set>.csv`: columns `Sequence,J-Mean,F-Mean`, one row per object
+  named `<seq>_<object id>`;
+
+values with 3 decimals (pandas' `float_format="%.3f"`, NaN as an empty field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from input_pipeline import video_io
+from lcm_jax.metrics import davis
+
+GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectScores:
+    """One object's statistics: (Mean, Recall, Decay) of J and of F."""
+
+    name: str  # "<sequence>_<object id>"
+    j: tuple[float, float, float]
+    f: tuple[float, float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class DavisResults:
+    """Per-object scores of a whole split and their global means (the toolkit's)."""
+
+    objects: tuple[ObjectScores, ...]
+
+    def global_scores(self) -> dict[str, float]:
+        """Means over all objects; J&F-Mean = (J-Mean + F-Mean) / 2."""
+        if not self.objects:
+            raise ValueError("no object was evaluated")
+        j = np.array([o.j for o in self.objects], np.float64)  # [objects, (M, R, D)]
+        f = np.array([o.f for o in self.objects], np.float64)
+        j_mean, j_recall, j_decay = j.mean(axis=0)
+        f_mean, f_recall, f_decay = f.mean(axis=0)
+        values = ((j_mean + f_mean) / 2, j_mean, j_recall, j_decay, f_mean, f_recall, f_decay)
+        return dict(zip(GLOBAL_COLUMNS, map(float, values), strict=True))
+
+
+def score_sequence(name: str, gt_labels: np.ndarray, pred_labels: np.ndarray) -> list[ObjectScores]:
+    """Scores one sequence: gt_labels, pred_labels int [N, H, W] -> one entry per object."""
+    j, f = davis.evaluate_sequence(gt_labels, pred_labels, name=name)
+    return [
+        ObjectScores(f"{name}_{k + 1}", davis.statistics(j[k]), davis.statistics(f[k]))
+        for k in range(j.shape[0])
+    ]
+
+
+def read_sequence(
+    davis_root: str | os.PathLike, results_dir: str | os.PathLike, seq: str, resolution: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth and result label maps uint8 [N, H, W] of one sequence's annotated frames.
+
+    Raises:
+        video_io.DatasetError: a missing or unreadable PNG, or a size mismatch (names the file).
+    """
+    _, annotation_paths = video_io.davis_video(davis_root, seq, resolution)
+    if not annotation_paths:
+        raise video_io.DatasetError(f"sequence {seq!r} has no annotation in {davis_root!r}")
+    gt, pred = [], []
+    for path in annotation_paths:
+        result_path = Path(results_dir) / seq / f"{path.stem}.png"
+        if not result_path.is_file():
+            raise video_io.DatasetError(f"result {os.fspath(result_path)!r} does not exist")
+        gt.append(video_io.read_label_png(path))
+        pred.append(video_io.read_label_png(result_path))
+        if pred[-1].shape != gt[-1].shape:
+            raise video_io.DatasetError(
+                f"result {os.fspath(result_path)!r} is {pred[-1].shape[::-1]} (W, H) but its "
+                f"annotation is {gt[-1].shape[::-1]}"
+            )
+    return np.stack(gt), np.stack(pred)
+
+
+def evaluate_davis(
+    davis_root: str | os.PathLike,
+    results_dir: str | os.PathLike,
+    sequences: Sequence[str],
+    resolution: str = "480p",
+) -> DavisResults:
+    """Semi-supervised J&F of `sequences` (in order) of a DAVIS results folder."""
+    objects: list[ObjectScores] = []
+    for seq in sequences:
+        gt, pred = read_sequence(davis_root, results_dir, seq, resolution)
+        objects.extend(score_sequence(seq, gt, pred))
+    return DavisResults(tuple(objects))
+
+
+def write_csvs(results: DavisResults, out_dir: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """Writes `global_results-<split>.csv` and `per-sequence_results-<split>.csv` atomically."""
+    out_dir = Path(out_dir)
+    scores = results.global_scores()
+    global_path = out_dir / f"global_results-{split}.csv"
+    write_text_atomic(
+        global_path,
+        ",".join(GLOBAL_COLUMNS) + "\n" + ",".join(_fmt(scores[c]) for c in GLOBAL_COLUMNS) + "\n",
+    )
+    rows = [",".join(SEQUENCE_COLUMNS)]
+    rows += [f"{o.name},{_fmt(o.j[0])},{_fmt(o.f[0])}" for o in results.objects]
+    sequence_path = out_dir / f"per-sequence_results-{split}.csv"
+    write_text_atomic(sequence_path, "\n".join(rows) + "\n")
+    return global_path, sequence_path
+
+
+def _fmt(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.3f}"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` through a temporary file and os.replace (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,216 @@
+"""J and F against hand-computed cases and a per-pixel loop (the DAVIS 2017 toolkit's rules)."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from input_pipeline import video_io
+from lcm_jax.metrics import davis, report
+
+
+def box(h, w, r0, r1, c0, c1):
+    """Bool [h, w] with rows r0..r1 and columns c0..c1 (inclusive) set."""
+    m = np.zeros((h, w), bool)
+    m[r0 : r1 + 1, c0 : c1 + 1] = True
+    return m
+
+
+def loop_boundary(seg):
+    """The toolkit's seg2bmap written pixel by pixel (outside the image is background)."""
+    h, w = seg.shape
+    at = lambda y, x: bool(seg[y, x]) if y < h and x < w else False
+    b = np.zeros((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            if y == h - 1 and x == w - 1:
+                continue
+            if y == h - 1:
+                b[y, x] = at(y, x) != at(y, x + 1)
+            elif x == w - 1:
+                b[y, x] = at(y, x) != at(y + 1, x)
+            else:
+                b[y, x] = any(at(y, x) != at(y + dy, x + dx) for dy, dx in ((0, 1), (1, 0), (1, 1)))
+    return b
+
+
+def loop_f(gt, pred, radius):
+    """F with explicit loops: a boundary pixel matches when a pixel of the other boundary lies
+    within Euclidean distance `radius` (the disk x^2 + y^2 <= r^2)."""
+    bg, bp = loop_boundary(gt), loop_boundary(pred)
+    pts_g, pts_p = list(zip(*np.nonzero(bg), strict=True)), list(zip(*np.nonzero(bp), strict=True))
+
+    def matched(src, dst):
+        return sum(any((y - v) ** 2 + (x - u) ** 2 <= radius**2 for v, u in dst) for y, x in src)
+
+    n_p, n_g = len(pts_p), len(pts_g)
+    if n_p == 0 and n_g > 0:
+        p, r = 1.0, 0.0
+    elif n_p > 0 and n_g == 0:
+        p, r = 0.0, 1.0
+    elif n_p == 0 and n_g == 0:
+        p, r = 1.0, 1.0
+    else:
+        p, r = matched(pts_p, pts_g) / n_p, matched(pts_g, pts_p) / n_g
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def test_empty_prediction_of_empty_ground_truth_scores_one():
+    empty = np.zeros((30, 40), bool)
+    assert davis.jaccard(empty, empty) == 1.0
+    assert davis.boundary_f(empty, empty) == 1.0
+
+
+def test_box_predicted_where_ground_truth_is_empty_scores_zero():
+    empty = np.zeros((30, 40), bool)
+    b = box(30, 40, 5, 14, 5, 14)
+    assert davis.jaccard(empty, b) == 0.0
+    assert davis.boundary_f(empty, b) == 0.0  # P = 0, R = 1 -> F = 0
+    assert davis.boundary_f(b, empty) == 0.0  # P = 1, R = 0 -> F = 0
+
+
+def test_all_ones_ground_truth_has_no_boundary_so_a_box_gets_f_zero_and_its_area_as_j():
+    ones = np.ones((30, 40), bool)
+    b = box(30, 40, 5, 14, 5, 14)
+    assert not davis.seg2bmap(ones).any()  # every neighbour beyond the image is ignored
+    assert davis.jaccard(ones, b) == pytest.approx(100 / 1200)
+    assert davis.boundary_f(ones, b) == 0.0
+    assert davis.jaccard(ones, ones) == 1.0 and davis.boundary_f(ones, ones) == 1.0
+
+
+def test_boundary_of_a_box_is_the_outline_shifted_half_a_pixel_towards_the_origin():
+    b = box(12, 12, 3, 6, 4, 8)  # rows 3..6, columns 4..8
+    expected = np.zeros((12, 12), bool)
+    expected[2:7, 3:9] = True  # rectangle rows 2..6, columns 3..8, its outline only
+    expected[3:6, 4:8] = False
+    np.testing.assert_array_equal(davis.seg2bmap(b), expected)
+
+
+def test_box_shifted_by_one_pixel_keeps_f_one_and_loses_one_column_of_j():
+    gt = box(40, 40, 10, 19, 10, 19)
+    pred = box(40, 40, 10, 19, 11, 20)
+    assert davis.bound_pixels(40, 40) == 1  # ceil(0.008 * 56.57)
+    assert davis.jaccard(gt, pred) == pytest.approx(90 / 110)
+    assert davis.boundary_f(gt, pred) == pytest.approx(1.0)
+
+
+def test_box_shifted_by_three_pixels_matches_half_of_each_outline():
+    # Outlines of 40 pixels each; within 1 px: 9 of the top row, 9 of the bottom row and the
+    # 2 side pixels next to them (hand count) -> P = R = 20 / 40.
+    gt = box(40, 40, 10, 19, 10, 19)
+    pred = box(40, 40, 10, 19, 13, 22)
+    assert davis.seg2bmap(gt).sum() == 40
+    assert davis.boundary_f(gt, pred) == pytest.approx(0.5)
+    assert davis.jaccard(gt, pred) == pytest.approx(70 / 130)
+
+
+def test_boundary_tolerance_is_ceil_of_the_diagonal_fraction():
+    assert davis.bound_pixels(480, 854) == math.ceil(0.008 * math.hypot(480, 854)) == 8
+    assert davis.bound_pixels(64, 64) == 1
+    assert davis.bound_pixels(64, 64, bound_th=3) == 3
+
+
+@pytest.mark.parametrize("bound_th", [0.008, 3])
+def test_vectorised_f_equals_a_per_pixel_loop_on_random_masks(bound_th):
+    rng = np.random.default_rng(0)
+    h, w = 23, 29
+    # Noise, blobs (smoothed noise), and the edge cases empty and full.
+    noise = rng.random((4, 2, h, w)) < 0.5
+    k = np.ones(5) / 5
+    smooth = rng.random((4, 2, h, w))
+    smooth = np.apply_along_axis(np.convolve, -1, smooth, k, mode="same")
+    smooth = np.apply_along_axis(np.convolve, -2, smooth, k, mode="same") > 0.5
+    masks = np.concatenate([noise, smooth], axis=0)
+    masks[0, 0] = False
+    masks[1, 1] = True
+    gt, pred = masks[:, 0], masks[:, 1]
+    radius = davis.bound_pixels(h, w, bound_th)
+    expected = [loop_f(g, p, radius) for g, p in zip(gt, pred, strict=True)]
+    np.testing.assert_allclose(davis.boundary_f(gt, pred, bound_th), expected, rtol=0, atol=1e-12)
+    for g in gt:
+        np.testing.assert_array_equal(davis.seg2bmap(g), loop_boundary(g))
+
+
+def test_decay_bins_for_ten_frames_are_the_toolkits():
+    # ids = round(linspace(1, 10, 5) + 1e-10) - 1 = [0, 2, 5, 7, 9]
+    assert davis.decay_bins(10) == [slice(0, 3), slice(2, 6), slice(5, 8), slice(7, 10)]
+    mean, recall, decay = davis.statistics(np.arange(10) / 10)
+    assert mean == pytest.approx(0.45)
+    assert recall == pytest.approx(0.4)  # 0.6, 0.7, 0.8, 0.9
+    assert decay == pytest.approx(0.1 - 0.8)  # mean(0, .1, .2) - mean(.7, .8, .9)
+
+
+def test_sequence_scores_exclude_the_first_and_last_frames():
+    gt = np.zeros((5, 20, 20), np.uint8)
+    gt[:, 2:8, 2:8] = 1
+    gt[:, 10:16, 10:16] = 2
+    gt[2, 0, 0] = davis.VOID_LABEL  # void counts as background, as in the toolkit's loader
+    pred = gt.copy()
+    pred[2, 0, 0] = 0
+    pred[0] = 0  # wrong first and last frames do not count
+    pred[4] = 1
+    pred[3][pred[3] == 2] = 0  # object 2 lost on frame 3
+    j, f = davis.evaluate_sequence(gt, pred)
+    np.testing.assert_allclose(j, [[1, 1, 1], [1, 1, 0]])
+    np.testing.assert_allclose(f, [[1, 1, 1], [1, 1, 0]])
+
+
+def test_a_predicted_label_above_the_object_count_is_an_error():
+    gt = np.zeros((3, 8, 8), np.uint8)
+    gt[:, :2, :2] = 1
+    pred = gt.copy()
+    pred[1, 5, 5] = 2
+    with pytest.raises(ValueError, match="clip: a predicted label"):
+        davis.evaluate_sequence(gt, pred, name="clip")
+
+
+def write_davis(root, sequences):
+    """Writes a DAVIS folder: {seq: labels uint8 [N, H, W]} as frames and annotations."""
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(sequences) + "\n")
+    for seq, labels in sequences.items():
+        for t, lab in enumerate(labels):
+            frame = np.repeat(lab[..., None] * 60, 3, axis=-1).astype(np.uint8)
+            video_io.write_frame(root / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg", frame)
+            video_io.write_label_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png", lab)
+
+
+def test_results_folder_gives_the_toolkits_csv_files(tmp_path):
+    a = np.zeros((4, 20, 20), np.uint8)
+    a[:, 2:12, 2:12] = 1
+    b = np.zeros((4, 20, 20), np.uint8)
+    b[:, 5:15, 5:15] = 1
+    b[:, 0:3, 15:20] = 2
+    write_davis(tmp_path / "davis", {"a": a, "b": b})
+    results = tmp_path / "res"
+    pa = a.copy()
+    pa[1:3, 2:12, 2:12] = 0
+    pa[1:3, 2:12, 3:13] = 1  # 1 px shift on both evaluated frames: J = 90/110, F = 1
+    for t in range(4):
+        video_io.write_label_png(results / "a" / f"{t:05d}.png", pa[t])
+        video_io.write_label_png(results / "b" / f"{t:05d}.png", b[t] * (b[t] == 1))
+    scores = report.evaluate_davis(tmp_path / "davis", results, ["a", "b"])
+    g, s = report.write_csvs(scores, tmp_path / "res", "val")
+    assert g.name == "global_results-val.csv" and s.name == "per-sequence_results-val.csv"
+    rows = list(csv.reader(g.open()))
+    assert rows[0] == list(report.GLOBAL_COLUMNS)
+    # Objects a_1 (J 9/11, F 1), b_1 (1, 1), b_2 (lost: J 0, F 0).
+    j_mean, f_mean = (9 / 11 + 1 + 0) / 3, 2 / 3
+    expected = [(j_mean + f_mean) / 2, j_mean, 2 / 3, 0.0, f_mean, 2 / 3, 0.0]
+    assert rows[1] == [f"{v:.3f}" for v in expected]
+    assert list(csv.reader(s.open())) == [
+        ["Sequence", "J-Mean", "F-Mean"],
+        ["a_1", f"{9 / 11:.3f}", "1.000"],
+        ["b_1", "1.000", "1.000"],
+        ["b_2", "0.000", "0.000"],
+    ]
+
+
+def test_missing_result_png_is_an_error_naming_the_file(tmp_path):
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[:, 2:5, 2:5] = 1
+    write_davis(tmp_path / "davis", {"s": labels})
+    video_io.write_label_png(tmp_path / "res" / "s" / "00000.png", labels[0])
+    with pytest.raises(video_io.DatasetError, match=r"res/s/00001\.png"):
+        report.evaluate_davis(tmp_path / "davis", tmp_path / "res", ["s"])
