@@ -1,0 +1,113 @@
+"""Model variables on disk (Orbax, no TensorFlow).
+
+    save_variables("/tmp/lcm_vars", {"params": ..., "batch_stats": ...})
+    variables = load_variables("/tmp/lcm_vars")     # or a training workdir
+
+`load_variables` reads (a) a directory written by `save_variables` and (b) a training workdir
+managed by an Orbax `CheckpointManager` (its latest step, item "state", a dict with "step",
+"params", "batch_stats", "opt_state"; only params and batch_stats are returned). Leaves come
+back as NumPy arrays.
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+STATE_ITEM = "state"  # the CheckpointManager item that the training loop saves
+_ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
+
+
+class CheckpointError(ValueError):
+    """A path that holds no LCM variables, or variables of the wrong form."""
+
+
+def _check_variables(variables: Any, where: str) -> dict:
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        keys = list(variables) if isinstance(variables, Mapping) else type(variables).__name__
+        raise CheckpointError(
+            f"{where}: expected a dict with 'params' (and 'batch_stats'), got {keys}"
+        )
+    extra = sorted(set(variables) - {"params", "batch_stats"})
+    if extra:
+        raise CheckpointError(
+            f"{where}: unexpected collections {extra}; expected params, batch_stats"
+        )
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def save_variables(path: str | os.PathLike, variables: Mapping) -> Path:
+    """Writes {"params", "batch_stats"} to the new directory `path` atomically: into a
+    temporary sibling first, renamed into place only once complete. Returns the path."""
+    path = Path(path).absolute()
+    variables = _check_variables(variables, "save_variables")
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    variables = jax.tree.map(np.asarray, variables)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp_root / "variables", variables)
+        checkpointer.wait_until_finished()
+        os.replace(tmp_root / "variables", path)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return path
+
+
+def _is_orbax_dir(path: Path) -> bool:
+    return any((path / m).exists() for m in _ORBAX_MARKERS)
+
+
+def _manager_root(path: Path) -> Path | None:
+    """The CheckpointManager directory at `path` or `path/checkpoints`, if any."""
+    for root in (path, path / "checkpoints"):
+        if root.is_dir() and any(p.name.isdigit() and p.is_dir() for p in root.iterdir()):
+            return root
+    return None
+
+
+def load_variables(path: str | os.PathLike) -> dict:
+    """Reads {"params": ..., "batch_stats": ...} (NumPy leaves) from a `save_variables`
+    directory or from the latest step of a training workdir."""
+    path = Path(path).absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file; expected an Orbax checkpoint directory")
+    if _is_orbax_dir(path):
+        return _check_variables(_restore(path), str(path))
+    root = _manager_root(path)
+    if root is None:
+        raise CheckpointError(
+            f"{path} holds neither variables written by save_variables nor a training "
+            "workdir (numbered step directories)"
+        )
+    manager = ocp.CheckpointManager(root)
+    step = manager.latest_step()
+    if step is None:
+        raise CheckpointError(f"{root} has no complete checkpoint step")
+    item = root / str(step) / STATE_ITEM
+    if not item.is_dir():
+        raise CheckpointError(f"step {step} in {root} has no {STATE_ITEM!r} item")
+    state = _restore(item)
+    if not isinstance(state, Mapping) or "params" not in state:
+        raise CheckpointError(f"{item} holds no 'params'")
+    return _check_variables(
+        {"params": state["params"], "batch_stats": state.get("batch_stats", {})}, str(item)
+    )
+
+
+def _restore(path: Path) -> Any:
+    try:
+        tree = ocp.StandardCheckpointer().restore(path)
+    except Exception as e:  # orbax raises many types for foreign or damaged directories
+        raise CheckpointError(f"cannot restore an Orbax checkpoint from {path}: {e}") from e
+    return jax.tree.map(np.asarray, tree)
