@@ -10,7 +10,8 @@ joined) are masked out of the softmax; a query with no valid slot reads zeros, n
 
 `grm_read` with `chunk_size > 0` is the same read as an online softmax over chunks of the pool
 (lax.scan), so that memory stays O(chunk · N) for long pools; it equals the plain form to
-float32 rounding. Scores and the softmax are computed in float32 whatever the compute dtype.
+float32 rounding. Scores and the softmax are computed in float32 whatever the compute dtype;
+the weighted sum of values runs in the values' dtype with float32 accumulation.
 
 Shapes: k_q [B, N, Ck], k_p [B, M, Ck], v_p [B, M, Cv], valid [B, M] bool -> [B, N, Cv].
 """
@@ -26,6 +27,11 @@ def _scores(k_q, k_p, valid, scale):
     """Masked logits of eq. 1, [B, M, N] in float32."""
     s = jnp.einsum("bmc,bnc->bmn", k_p, k_q, preferred_element_type=jnp.float32) * scale
     return jnp.where(valid[:, :, None], s, MASKED)
+
+
+def _weighted_values(p, v):
+    """sum_i p(i, j) v(i) -> [B, N, Cv] float32; p is cast to v's dtype (bf16 on accelerators)."""
+    return jnp.einsum("bmn,bmd->bnd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
 
 
 def _check(k_q, k_p, v_p, valid):
@@ -52,7 +58,7 @@ def grm_read(k_q, k_p, v_p, valid, *, scale_keys: bool = True, chunk_size: int =
         s = _scores(k_q, k_p, valid, scale)
         p = jnp.exp(s - jax.lax.stop_gradient(s.max(axis=1, keepdims=True)))
         p = p * valid[:, :, None]
-        num = jnp.einsum("bmn,bmd->bnd", p, v_p.astype(jnp.float32))
+        num = _weighted_values(p, v_p)
         den = p.sum(axis=1)[..., None]
         return (num / jnp.maximum(den, 1e-30)).astype(v_p.dtype)
     return _grm_read_chunked(k_q, k_p, v_p, valid, scale, chunk_size)
@@ -77,7 +83,7 @@ def _grm_read_chunked(k_q, k_p, v_p, valid, scale, chunk_size):
         correction = jnp.exp(run_max - new_max)
         p = jnp.exp(s - new_max[:, None, :]) * valid_c[:, :, None]
         den = den * correction + p.sum(axis=1)
-        num = num * correction[..., None] + jnp.einsum("bmn,bmd->bnd", p, v_c.astype(jnp.float32))
+        num = num * correction[..., None] + _weighted_values(p, v_c)
         return (new_max, den, num), None
 
     n, cv = k_q.shape[1], v_p.shape[-1]
