@@ -84,7 +84,7 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 
 
 def _nchw(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 3, 1, 2)
+    return x.permute(0, 3, 1, 2).contiguous()
 
 
 def _channels(c: int, width: float) -> int:
