@@ -244,6 +244,14 @@ def _template_leaves(template: Mapping) -> dict[tuple[str, ...], Any]:
     return leaves
 
 
+def _torch_shape(leaf) -> list[int]:
+    """The torch shape of a Flax leaf (kernels transposed), for messages."""
+    shape = list(_shape(leaf))
+    if len(shape) == 4:
+        return [shape[3], shape[2], shape[0], shape[1]]
+    return shape[::-1]
+
+
 def _torch_name(col_path: tuple[str, ...]) -> str:
     col, *path = col_path
     module, name = _flax_module_to_torch(tuple(path[:-1])), path[-1]
@@ -292,10 +300,14 @@ def torch_to_flax(
             continue
         filled[col_path] = arr.astype(np.float32)
     missing = [
-        f"{_torch_name(p)} {list(_shape(leaf))}" for p, leaf in leaves.items() if p not in filled
+        f"{_torch_name(p)} {_torch_shape(leaf)}" for p, leaf in leaves.items() if p not in filled
     ]
     if layout == "stm":
         notes.append("STM keys were renamed to LCM names before matching (res2..4 = layer1..3)")
+    if layout == "lcm" and any(k.startswith(("Encoder_M.", "KV_M_r4.")) for k in sd):
+        notes.append("this looks like an STM release: use layout 'stm'")
+    if layout == "lcm" and any(k.startswith(("layer1.", "fc.")) for k in sd):
+        notes.append("this looks like a torchvision ResNet: use layout 'torchvision'")
     _report(f"{source} (layout {layout!r})", missing, unexpected, mismatched, notes)
     return _split(filled)
 

@@ -1,0 +1,137 @@
+"""Convert LCM weights between PyTorch state_dicts and Orbax checkpoints.
+
+    # torch -> Orbax (the directory is restorable with lcm_jax.checkpoints.load_variables)
+    python -m lcm_jax.convert --from torch --to orbax IN.pth OUT_DIR [--layout lcm] [--model paper]
+    # ImageNet ResNet-50 from torchvision into both encoders, the rest freshly initialised
+    python -m lcm_jax.convert --from torch --to orbax resnet50.pth OUT_DIR --layout torchvision
+    # the official STM release (PGM and ORM off)
+    python -m lcm_jax.convert --from torch --to orbax STM_weights.pth OUT_DIR --layout stm
+    # Orbax -> torch (a state_dict of lcm_jax.interop.torch_lcm.LCMTorch)
+    python -m lcm_jax.convert --from orbax --to torch OUT_DIR OUT.pth
+
+`--model` picks configs/model.py's "paper" (ResNet-50) or "tiny" config; the GRM/PGM/ORM
+switches are read off the weights ("lcm" layout and Orbax input) or fixed by the layout ("stm":
+PGM and ORM off) and printed, so that the matching model config is known. State_dicts are read
+with `torch.load(weights_only=True)`. Outputs are written atomically; on any error nothing is
+left at the output path.
+"""
+
+import argparse
+import os
+import pickle
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import jax
+import torch
+
+from configs import model as model_configs
+from lcm_jax import checkpoints
+from lcm_jax.interop import convert
+from lcm_jax.interop.torch_lcm import build_torch_model
+
+SWITCHES = ("use_grm", "use_pgm", "use_orm", "orm_shared_g")
+
+
+def load_state_dict(path: Path) -> dict:
+    """torch.load(weights_only=True) with clear errors for missing, truncated or foreign files."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise convert.ConversionError(
+            f"{path}: holds Python objects other than tensors, refused by "
+            f"torch.load(weights_only=True): {str(e).splitlines()[0]}"
+        ) from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise convert.ConversionError(
+            f"{path}: cannot be read as a torch checkpoint (truncated or not a .pth file): {e}"
+        ) from e
+    return convert.clean_state_dict(obj, str(path))
+
+
+def _print_config(cfg: dict) -> None:
+    print("model config: " + ", ".join(f"{k}={cfg[k]}" for k in ("backbone", "width", *SWITCHES)))
+
+
+def torch_to_orbax(src: Path, dst: Path, layout: str, cfg: dict, seed: int = 0) -> dict:
+    """Converts the state_dict at `src` into an Orbax directory `dst`; returns the config used."""
+    sd = load_state_dict(src)
+    if layout == "lcm":
+        cfg.update(convert.infer_switches(sd))
+        template = convert.abstract_variables(cfg)
+    elif layout == "stm":
+        cfg.update(use_grm=True, use_pgm=False, use_orm=False)
+        template = convert.abstract_variables(cfg)
+    else:
+        template = convert.init_variables(cfg, jax.random.key(seed))
+        unused = [k for k in sd if k.startswith(("layer4.", "fc."))]
+        print(f"ignored {len(unused)} layer4/fc keys (LCM reads res4 = layer3, by design)")
+    variables = convert.torch_to_flax(sd, template, layout=layout, source=str(src))
+    checkpoints.save_variables(dst, variables)
+    return cfg
+
+
+def orbax_to_torch(src: Path, dst: Path, cfg: dict) -> dict:
+    """Converts the Orbax variables at `src` into a LCMTorch state_dict file `dst`."""
+    variables = checkpoints.load_variables(src)
+    params = variables["params"]
+    cfg.update(
+        use_grm="key_g" in params.get("query_proj", {}),
+        use_pgm="pgm" in params,
+        use_orm="orm" in params,
+        orm_shared_g="g" in params.get("orm", {}),
+    )
+    template = build_torch_model(cfg).state_dict()
+    sd = convert.flax_to_torch(variables, template)
+    if dst.exists():
+        raise FileExistsError(f"{dst} already exists; refusing to overwrite it")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.tmp-", dir=dst.parent)
+    os.close(fd)
+    try:
+        torch.save(sd, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lcm_jax.convert", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--from", dest="src_format", choices=("torch", "orbax"), required=True)
+    parser.add_argument("--to", dest="dst_format", choices=("torch", "orbax"), required=True)
+    parser.add_argument("--layout", choices=convert.LAYOUTS, default="lcm")
+    parser.add_argument("--model", choices=("paper", "tiny"), default="paper")
+    parser.add_argument("--seed", type=int, default=0, help="init of LCM-only layers (torchvision)")
+    parser.add_argument("input", type=Path)
+    parser.add_argument("output", type=Path)
+    args = parser.parse_args(argv)
+    if args.src_format == args.dst_format:
+        parser.error("--from and --to must differ")
+    if args.src_format == "orbax" and args.layout != "lcm":
+        parser.error("--from orbax writes the 'lcm' layout only")
+    if args.output.exists():
+        parser.error(f"output {args.output} already exists; refusing to overwrite it")
+    cfg = dict(model_configs.get_config(args.model))
+    try:
+        if args.src_format == "torch":
+            cfg = torch_to_orbax(args.input, args.output, args.layout, cfg, args.seed)
+        else:
+            cfg = orbax_to_torch(args.input, args.output, cfg)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    _print_config(cfg)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
