@@ -1,0 +1,133 @@
+"""Videos to segment, read from dataset folders, frame folders or MP4 files, with checks.
+
+Every problem is a `video_io.DatasetError` (a ValueError) that names the file: a missing or
+unreadable frame, a video (MP4/GIF) that cannot be decoded, frames of different sizes, a missing
+first-frame mask, a mask that is RGB or whose size differs from the frames, a mask with no frame.
+
+Each reader returns a `Video` (engine.py) and the frame names (file stems) used to name the
+outputs. Frames of folders are read lazily, one at a time, while the video is segmented, so a
+bad frame fails its video mid-way (the video is then incomplete, and redone by a rerun).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from input_pipeline import video_io
+from lcm_jax.inference.engine import Video
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif")
+
+
+def _frames(paths: Sequence[Path], first: np.ndarray) -> Iterator[np.ndarray]:
+    """Frames of `paths` (the first already read); each must have the first frame's size."""
+    yield first
+    for path in paths[1:]:
+        frame = video_io.read_frame(path)
+        if frame.shape != first.shape:
+            raise video_io.DatasetError(
+                f"frame {os.fspath(path)!r} is {frame.shape[1]}x{frame.shape[0]} but the first "
+                f"frame {os.fspath(paths[0])!r} is {first.shape[1]}x{first.shape[0]}"
+            )
+        yield frame
+
+
+def read_mask(path: str | os.PathLike, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """A label map uint8 [H, W] that must match the frames' [H, W]."""
+    if not Path(path).is_file():
+        raise video_io.DatasetError(f"mask {os.fspath(path)!r} does not exist")
+    labels = video_io.read_label_png(path)
+    if labels.shape != tuple(frame_shape[:2]):
+        raise video_io.DatasetError(
+            f"mask {os.fspath(path)!r} is {labels.shape[1]}x{labels.shape[0]} but the frames are "
+            f"{frame_shape[1]}x{frame_shape[0]}"
+        )
+    return labels
+
+
+def _annotations(
+    mask_paths: Sequence[Path], frame_paths: Sequence[Path], first: np.ndarray
+) -> dict[int, np.ndarray]:
+    """{frame index: label map} of masks named like their frames (same stem)."""
+    index = {p.stem: t for t, p in enumerate(frame_paths)}
+    out = {}
+    for path in mask_paths:
+        if path.stem not in index:
+            raise video_io.DatasetError(f"mask {os.fspath(path)!r} has no frame of the same name")
+        out[index[path.stem]] = read_mask(path, first.shape)
+    return out
+
+
+def davis_video(root: str | os.PathLike, seq: str, resolution: str) -> tuple[Video, list[str]]:
+    """A DAVIS sequence: all frames, and only the first frame's mask given (semi-supervised)."""
+    frame_paths, mask_paths = video_io.davis_video(root, seq, resolution)
+    expected = Path(root) / "Annotations" / resolution / seq / f"{frame_paths[0].stem}.png"
+    if not mask_paths or mask_paths[0].stem != frame_paths[0].stem:
+        raise video_io.DatasetError(f"first-frame mask {os.fspath(expected)!r} is missing")
+    first = video_io.read_frame(frame_paths[0])
+    annotations = {0: read_mask(mask_paths[0], first.shape)}
+    video = Video(_frames(frame_paths, first), annotations, len(frame_paths), seq)
+    return video, [p.stem for p in frame_paths]
+
+
+def youtube_video(root: str | os.PathLike, split: str, vid: str) -> tuple[Video, list[str]]:
+    """A YouTube-VOS video: all its frames, every mask of Annotations/<vid> given (objects join
+    on the frame of their first mask)."""
+    frame_paths, mask_paths = video_io.youtube_video(root, split, vid)
+    if not mask_paths:
+        folder = Path(root) / split / "Annotations" / vid
+        raise video_io.DatasetError(f"no mask in {os.fspath(folder)!r}")
+    first = video_io.read_frame(frame_paths[0])
+    annotations = _annotations(mask_paths, frame_paths, first)
+    video = Video(_frames(frame_paths, first), annotations, len(frame_paths), vid)
+    return video, [p.stem for p in frame_paths]
+
+
+def user_video(frames: str | os.PathLike, mask: str | os.PathLike) -> tuple[Video, list[str]]:
+    """A folder of frames (sorted by name) or a video file, with the first frame's mask.
+
+    A video file is decoded whole (its frames are named 00000, 00001, ...).
+    """
+    frames = Path(frames)
+    if frames.is_dir():
+        paths = sorted(p for p in frames.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not paths:
+            raise video_io.DatasetError(
+                f"frame folder {os.fspath(frames)!r} has no image ({', '.join(FRAME_SUFFIXES)})"
+            )
+        first = video_io.read_frame(paths[0])
+        names = [p.stem for p in paths]
+        stream = _frames(paths, first)
+    elif frames.suffix.lower() in VIDEO_SUFFIXES:
+        decoded = read_video_file(frames)
+        first, names, stream = decoded[0], [f"{t:05d}" for t in range(len(decoded))], decoded
+    elif frames.exists():
+        raise video_io.DatasetError(
+            f"{os.fspath(frames)!r} is neither a folder of frames nor a video "
+            f"({', '.join(VIDEO_SUFFIXES)})"
+        )
+    else:
+        raise video_io.DatasetError(f"frames {os.fspath(frames)!r} do not exist")
+    annotations = {0: read_mask(mask, first.shape)}
+    return Video(stream, annotations, len(names), frames.stem), names
+
+
+def read_video_file(path: str | os.PathLike) -> list[np.ndarray]:
+    """All frames of a video file as uint8 RGB [H, W, 3]."""
+    if not Path(path).is_file():
+        raise video_io.DatasetError(f"video {os.fspath(path)!r} does not exist")
+    try:
+        frames = iio.imread(path, index=None)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise video_io.DatasetError(f"cannot decode video {os.fspath(path)!r}: {e}") from e
+    if frames.ndim == 3:  # greyscale frames
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise video_io.DatasetError(f"video {os.fspath(path)!r} has no frame")
+    return list(np.ascontiguousarray(frames[..., :3], dtype=np.uint8))
