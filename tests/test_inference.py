@@ -1,0 +1,173 @@
+"""The inference engine: memory schedule, one trace per video, joining objects, batching, TTA."""
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_inference_support import SIZE, synthetic_video, tiny_model
+
+from lcm_jax.inference import engine as engine_lib
+from lcm_jax.inference import memory, padding
+from lcm_jax.inference.engine import Engine, InferenceOptions, Video
+
+
+def simulate(capacity, num_frames, mem_every=5, annotated=(0,)):
+    """Writes frames 0..num_frames-1 as the step does; returns the sets of frames held after
+    each write (= the frames GRM reads at the next frame)."""
+    s = memory.empty_schedule(capacity)
+    held = []
+    for t in range(num_frames):
+        ann = t in annotated
+        slot = memory.choose_slot(s)
+        s = memory.record(s, slot, t, memory.keep_frame(t, mem_every, ann), ann)
+        held.append(set(int(f) for f in np.asarray(s.frame) if f != memory.EMPTY))
+    return held
+
+
+def test_memory_schedule_reads_stms_pool_sizes_for_frames_1_to_12():
+    held = simulate(capacity=16, num_frames=12)
+    assert [len(h) for h in held] == [1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 4]
+    assert held[10] == {0, 5, 10} and held[11] == {0, 5, 10, 11}  # read at frames 11 and 12
+
+
+def test_eviction_drops_the_oldest_non_reference_frame_and_keeps_references():
+    # Capacity 4, references 0 and 7 (hand-traced): {0,5,7,10} after frame 10, then frame 11
+    # evicts 5, frame 15 replaces 11..14, frame 16 evicts 10, frame 20 replaces 16..19.
+    held = simulate(capacity=4, num_frames=22, annotated=(0, 7))
+    assert held[10] == {0, 5, 7, 10}
+    assert held[11] == {0, 7, 10, 11}
+    assert held[15] == {0, 7, 10, 15}
+    assert held[20] == {0, 7, 15, 20}
+    assert held[21] == {0, 7, 20, 21}
+    assert all({0, 7} <= h for h in held[7:])
+
+
+def test_objects_read_only_frames_from_the_one_where_they_joined():
+    s = memory.empty_schedule(4)
+    for t in range(3):
+        s = memory.record(s, memory.choose_slot(s), t, True, t == 0)
+    first_frame = jnp.array([0, 1, memory.NOT_JOINED], jnp.int32)
+    np.testing.assert_array_equal(
+        memory.readable(s, first_frame),
+        [[1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]],
+    )
+
+
+def test_padding_puts_half_the_difference_on_top_left_and_crops_back():
+    assert padding.pad_amounts(480, 854) == ((0, 0), (5, 5))
+    assert padding.pad_amounts(61, 70) == ((1, 2), (5, 5))
+    x = np.arange(61 * 70 * 3, dtype=np.float32).reshape(61, 70, 3) + 1
+    padded = np.asarray(padding.pad_hw(jnp.asarray(x), ((1, 2), (5, 5)), channels_last=True))
+    assert padded.shape == (64, 80, 3)
+    np.testing.assert_array_equal(padded[1:62, 5:75], x)
+    assert padded.sum() == x.sum()  # everything else is zero
+    back = padding.crop_hw(jnp.asarray(padded), ((1, 2), (5, 5)), channels_last=True)
+    np.testing.assert_array_equal(back, x)
+    assert padding.internal_size(480, 854, 240) == (240, 427)
+    assert padding.internal_size(61, 70, None) == (61, 70)
+
+
+def test_merging_groups_is_stm_soft_aggregation_over_all_objects():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, (2, 4, 3, 5))  # [streams, objects, H, W]
+    joined = np.array([True, True, False, True])
+    logits = np.log(p / (1 - p))  # what LCM.segment returns for each object
+    got = np.asarray(
+        engine_lib.merge_objects(jnp.asarray(logits, jnp.float32), jnp.asarray(joined))
+    )
+    # NumPy float64 soft aggregation (STM): background prod(1 - p), logit of clamped p, softmax.
+    q = np.where(joined[None, :, None, None], p, 0.0)
+    em = np.concatenate([np.prod(1 - q, axis=1, keepdims=True), q], axis=1)
+    em = np.clip(em, 1e-7, 1 - 1e-7)
+    z = np.log(em / (1 - em))
+    z[:, 1:][:, ~joined] = -np.inf
+    expected = (np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)).mean(axis=0)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_given_masks_override_the_prediction_and_the_rest_shares_what_is_left():
+    probs = jnp.array([0.5, 0.3, 0.2, 0.0]).reshape(4, 1, 1) * jnp.ones((4, 1, 2))
+    masks = jnp.zeros((3, 1, 2)).at[2, 0, 0].set(1.0)  # object 3 given on pixel (0, 0)
+    given = jnp.array([False, False, True])
+    out = np.asarray(engine_lib.override(probs, masks, given))
+    np.testing.assert_allclose(out[:, 0, 0], [0, 0, 0, 1])
+    np.testing.assert_allclose(out[:, 0, 1], [0.5, 0.3, 0.2, 0])
+
+
+def make_engine(**options):
+    config, variables = tiny_model()
+    return Engine(config, variables, InferenceOptions(**options))
+
+
+def video(frames, labels, given_at, name="v"):
+    """A Video whose given masks are `labels` restricted to the objects first given at t."""
+    annotations = {
+        t: np.where(np.isin(labels[t], ids), labels[t], 0) for t, ids in given_at.items()
+    }
+    return Video(list(frames), annotations, len(frames), name)
+
+
+def test_a_30_frame_video_traces_the_step_once_while_memory_fills_and_objects_join(monkeypatch):
+    made = []
+    original = engine_lib.make_step
+
+    def make_step_traced_once(*args):
+        made.append(1)
+        return chex.assert_max_traces(original(*args), n=1)
+
+    monkeypatch.setattr(engine_lib, "make_step", make_step_traced_once)
+    frames, labels = synthetic_video(seed=1, num_frames=30, objects=3)
+    results = list(make_engine(max_memory_frames=4).run(video(frames, labels, {0: [1, 2], 7: [3]})))
+    assert len(made) == 1 and [r.index for r in results] == list(range(30))
+    assert all(set(np.unique(r.labels)) <= {0, 1, 2, 3} for r in results)
+
+
+def test_an_object_joining_at_frame_k_gets_its_given_mask_there_and_is_absent_before():
+    # 4 objects with max_objects = 3: two groups; internal resolution 32 (outputs at 64).
+    frames, labels = synthetic_video(seed=2, num_frames=8, objects=4)
+    k = 5
+    given = {0: [1, 2, 3], k: [4]}
+    results = list(make_engine(shorter_side=32).run(video(frames, labels, given)))
+    first = np.where(np.isin(labels[0], [1, 2, 3]), labels[0], 0)
+    np.testing.assert_array_equal(results[0].labels, first)
+    assert results[0].labels.shape == SIZE
+    assert all(4 not in r.labels for r in results[:k])
+    object4 = labels[k] == 4
+    assert object4.any()
+    assert (results[k].labels[object4] == 4).all()
+    assert results[k].confidence[4] == pytest.approx(1.0)
+
+
+def test_three_batched_videos_equal_three_single_runs():
+    clips = [synthetic_video(seed=10 + i, num_frames=7, objects=i + 1) for i in range(3)]
+    given = [{0: [1]}, {0: [1], 2: [2]}, {0: [1, 2, 3]}]
+    videos = lambda: [video(f, lab, g) for (f, lab), g in zip(clips, given, strict=True)]  # noqa: E731
+    eng = make_engine(soft_output=True)
+    batched = list(eng.run_videos(videos()))
+    for i, v in enumerate(videos()):
+        single = list(eng.run(v))
+        for t, r in enumerate(single):
+            b = batched[t][i]
+            assert b.object_ids == r.object_ids
+            np.testing.assert_array_equal(b.labels, r.labels)
+            diff = np.abs(b.probs.astype(int) - r.probs.astype(int))
+            assert diff.max() <= 1
+
+
+def test_flip_augmentation_of_a_mirrored_video_gives_the_mirrored_result():
+    frames, labels = synthetic_video(seed=3, num_frames=6)
+    eng = make_engine(flip=True, soft_output=True)
+    plain = list(eng.run(video(frames, labels, {0: [1, 2]})))
+    mirrored = list(eng.run(video(frames[:, :, ::-1], labels[:, :, ::-1], {0: [1, 2]})))
+    for a, b in zip(plain, mirrored, strict=True):
+        assert np.abs(a.probs.astype(int) - b.probs[:, :, ::-1].astype(int)).max() <= 1
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+    frames, labels = synthetic_video(seed=4, num_frames=4)
+    runs = [
+        list(make_engine(dtype=d, soft_output=True).run(video(frames, labels, {0: [1, 2]})))
+        for d in ("float32", "bfloat16")
+    ]
+    for a, b in zip(*runs, strict=True):
+        assert np.abs(a.probs / 255 - b.probs / 255).mean() < 0.05
