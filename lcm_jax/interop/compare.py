@@ -13,9 +13,10 @@ features of frame 0 (`encode_memory.*`), the clip logits (`clip.logits`, real ch
 objects must be PADDED_LOGIT on both sides) and, with `gradients=True`, the gradient of the clip
 cross-entropy (labels from masks[:, 1:]) for every parameter (`grad.<torch name>`).
 The relative error of a tensor is max|flax - torch| / max|torch|; for gradients the denominator
-is at least 1e-6 of the largest gradient of the model, because some gradients are zero by
-construction (e.g. memory_proj.key_g.bias: the softmax over the pool ignores a shift of the
-memory keys) and hold only rounding noise on both sides.
+is at least 1e-4 of the largest gradient of the model, because some gradients are zero by
+construction and hold only rounding noise on both sides (memory_proj.key_g.bias: GRM's softmax
+over the pool ignores a shift of the memory keys; query_proj.key_l.bias: likewise PGM's softmax
+over the query).
 """
 
 import dataclasses
@@ -36,7 +37,7 @@ class TensorError:
     shape: tuple
     max_abs_err: float
     max_abs_ref: float
-    floor: float = 1e-30  # denominator floor (gradients: 1e-6 of the largest gradient)
+    floor: float = 1e-30  # denominator floor (gradients: 1e-4 of the largest gradient)
 
     @property
     def rel_err(self) -> float:
@@ -170,5 +171,5 @@ def _gradient_errors(net, variables, torch_net, frames, masks, valid) -> dict[st
         )
         for k, p in template.items()
     }
-    floor = 1e-6 * max(r.max_abs_ref for r in rows.values())
+    floor = 1e-4 * max(r.max_abs_ref for r in rows.values())
     return {k: dataclasses.replace(r, floor=floor) for k, r in rows.items()}

@@ -538,6 +538,27 @@ class LCMTorch(nn.Module):
         return torch.stack([logits1, logits2], dim=1)
 
 
+@torch.no_grad()
+def random_weights_(net: LCMTorch, seed: int) -> LCMTorch:
+    """Re-draws every parameter and BN statistic of `net` in place from `seed`, so that no
+    layer is an identity or a zero (parity tests, benchmarks): convs and linears with torch's
+    default init (conv1_m / conv1_o included), BN scale and var U(0.5, 1.5), BN bias and mean
+    N(0, 0.1)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            bound = 1.0 / math.sqrt(m.weight[0].numel())
+            m.weight.copy_((torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound)
+            if m.bias is not None:
+                m.bias.copy_((torch.rand(m.bias.shape, generator=g) * 2 - 1) * bound)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return net
+
+
 def build_torch_model(config: Mapping) -> LCMTorch:
     """LCMTorch from a model config (ml_collections.ConfigDict or a plain mapping with the
     fields of `configs/model.py`); an unknown field is a ValueError."""
