@@ -1,0 +1,111 @@
+"""Input pipeline configs: which data, which training stage, and every augmentation knob.
+
+`arg` is "<data>,<stage>[,tiny]": data in {synthetic, davis, youtube, davis+youtube, static},
+stage in {pretrain, main, sequence} (section 3.5). pretrain reads static image sets ("static",
+or the synthetic generator's static images); main/sequence read videos. "tiny" shrinks crops to
+64x64 and the synthetic set to a few small videos (tests, CPU demo).
+
+    from configs import data
+    cfg = data.get_config("davis,main")
+    it = input_pipeline.pipeline.create_train_iterator(cfg, stage="main", batch_size=4, seed=0)
+
+Prepare real sets once (TFDS, ArrayRecord files) with
+    python -m input_pipeline.prepare --dataset davis17 --manual_dir ~/data/DAVIS \
+        --data_dir ~/tensorflow_datasets
+"""
+
+import os
+
+import ml_collections
+
+DATA_NAMES = ("synthetic", "davis", "youtube", "davis+youtube", "static")
+STAGES = ("pretrain", "main", "sequence")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Returns the data config for `arg` = "<data>,<stage>[,tiny]" (default "synthetic,main")."""
+    parts = (arg or "synthetic,main").split(",")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "tiny"):
+        raise ValueError(f"data config arg must be '<data>,<stage>[,tiny]', got {arg!r}")
+    name, stage = parts[0], parts[1]
+    tiny = len(parts) == 3
+    if name not in DATA_NAMES:
+        raise ValueError(f"data name must be one of {DATA_NAMES}, got {name!r} (arg {arg!r})")
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r} (arg {arg!r})")
+    if stage == "pretrain" and name not in ("static", "synthetic"):
+        raise ValueError(
+            f"the pretrain stage reads static images ('static' or 'synthetic'), got {name!r}"
+        )
+    if stage != "pretrain" and name == "static":
+        raise ValueError(f"stage {stage!r} reads videos; 'static' is for pretrain")
+
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.stage = stage
+
+    # Where the data lives. manual_dir holds the extracted folders, one per set, in the layout
+    # the synthetic generator also writes: DAVIS/ (DAVIS 2017 trainval), YouTube/ (train/,
+    # valid/, meta.json), static/ (image/mask sets). data_dir is the TFDS data dir with the
+    # prepared (ArrayRecord) builders.
+    home = os.path.expanduser("~")
+    if name == "synthetic":
+        c.manual_dir = "/tmp/lcm_synthetic/raw"
+        c.data_dir = "/tmp/lcm_synthetic/tfds"
+    else:
+        c.manual_dir = os.path.join(home, "data", "vos")
+        c.data_dir = os.path.join(home, "tensorflow_datasets")
+    c.davis_resolution = "480p"  # davis2017_vos config: "480p" | "full_resolution"
+    c.youtube_version = "2019"  # youtube_vos config: "2018" | "2019"
+    # Prepare a missing builder from manual_dir on first use (single host; with several hosts run
+    # input_pipeline.prepare first). For "synthetic", also generate manual_dir when it is missing.
+    c.prepare_if_missing = True
+
+    # Synthetic generator (used only when name == "synthetic" and manual_dir is missing).
+    c.synthetic = ml_collections.ConfigDict()
+    c.synthetic.num_videos = 16  # per layout (DAVIS and YouTube-VOS), train + val
+    c.synthetic.num_frames = 24
+    c.synthetic.height = 128
+    c.synthetic.width = 128
+    c.synthetic.seed = 0
+
+    # Clip shape. crop is (H, W): 384x384 for pretrain, the paper's 640x384 (WxH) otherwise.
+    c.crop = (384, 384) if stage == "pretrain" else (384, 640)
+    c.max_objects = 3  # [choice] objects per clip; a random subset when more, padded + valid mask
+
+    # Frame sampling (section 3.5).
+    c.shuffle_order = True  # main: the three frames in random order (False: time order)
+    c.min_skip = 1  # sequence: each gap between consecutive clip frames is in [min_skip, max_skip]
+    c.max_skip = 5
+
+    # Augmentation. flip: horizontal flip of the whole clip with probability 1/2.
+    c.flip = True
+    c.color_jitter = False  # per-frame jitter with the four ranges below
+    c.brightness = 0.1  # delta added, uniform in [-b, b] (frames in [0, 1])
+    c.contrast = 0.1  # factor in [1 - c, 1 + c]
+    c.saturation = 0.1  # factor in [1 - s, 1 + s]
+    c.hue = 0.02  # delta in [-h, h] (fraction of the hue circle)
+
+    # Pretraining (static images): frames 1 and 2 are random affine copies of frame 0 (also
+    # frame 0 when identity_first is False), about the crop centre, then Gaussian blur.
+    c.identity_first = True
+    c.rotate_deg = 20.0  # rotation uniform in [-r, r] degrees
+    c.shear_deg = 10.0  # shear angle uniform in [-s, s] degrees
+    c.zoom_range = (0.9, 1.1)  # isotropic zoom factor
+    c.translate = 0.1  # shift uniform in [-t, t] times the crop size, per axis
+    c.blur_prob = 0.3  # probability that a copy is blurred
+    c.blur_sigma = (0.1, 1.5)  # blur standard deviation range, pixels (the kernel covers 3 max)
+
+    # tf.data. Videos are visited in a fresh seeded permutation each epoch (a full shuffle,
+    # reproducible at any step without a shuffle buffer); see input_pipeline/clips.py.
+    c.num_parallel_calls = -1  # decode/augment workers; -1 = tf.data.AUTOTUNE
+    c.prefetch = 2  # batches prefetched by tf.data
+
+    if tiny:
+        c.crop = (64, 64)
+        c.synthetic.num_videos = 6
+        c.synthetic.num_frames = 12
+        c.synthetic.height = 64
+        c.synthetic.width = 96
+        c.blur_sigma = (0.1, 1.0)
+    return c

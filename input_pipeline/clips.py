@@ -1,0 +1,383 @@
+"""Training clips of the paper's section 3.5 (three frames, up to `max_objects` objects).
+
+Stages (`shared/design/lcm-spec.md`, "Training"):
+- pretrain: one static image and two random affine copies of it (translate, rotate, zoom,
+  shear) with Gaussian blur; `crop` = 384x384.
+- main: three distinct annotated frames at any interval, order shuffled; only the objects
+  present in all three; `crop` = 384x640 (HxW) around the union box of those objects.
+- sequence: three annotated frames in time order, each gap drawn from [min_skip, max_skip];
+  the objects present in the first frame; same crop as main.
+
+Crop (main, sequence and the static base crop): the frames are scaled by
+`s = max(1, crop_h / H, crop_w / W)` (resized up when smaller than the crop), then by less when
+the union box of the clip's objects does not fit in the crop; the crop window is drawn uniformly
+among the windows that contain the (scaled) union box and lie inside the frame when the frame
+covers the crop (`crop_window`). Optional horizontal flip (whole clip) and per-frame colour
+jitter. Up to `max_objects` objects, a random subset when there are more (kept in id order),
+padded with a validity mask.
+
+Randomness: all random choices of a clip are drawn in NumPy from
+`np.random.default_rng([seed, process_index, 0, n])`, n the process-local example index, and
+videos are visited in a fresh permutation per epoch drawn from `[seed, process_index, 1, epoch]`:
+example n is a function of (seed, process_index, n) and the shard, so a run that restarts at
+step s with `start_index = s * batch_size` sees the same clips.
+
+Bad input (documented skips, counted in `SKIPS` and logged): a video with fewer annotated frames
+than a clip needs, or with no object that the stage can use (main: none present in 3 frames;
+sequence: none in a frame with two later frames; static: empty mask), is skipped and the next
+video of the permutation is used. Void (255) pixels belong to no object (mask 0).
+
+Element of the dataset (NumPy via tf.data):
+    frames        float32 [3, H, W, 3] in [0, 1]
+    masks         float32 [3, O, H, W] in {0, 1}
+    valid         bool [O]
+    object_ids    int32 [O] (the label ids; -1 for padding)
+    frame_indices int32 [3] (indices into the video's frames)
+    video_index   int64 (index of the video in the source given to `clip_dataset`)
+    index         int64 (n)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+
+from input_pipeline import sources
+from input_pipeline.tf_setup import tf
+from input_pipeline.video_io import DatasetError
+
+STAGES = ("pretrain", "main", "sequence")
+SKIPS: collections.Counter = collections.Counter()  # (stage, reason) -> skipped clips
+_WARNED: set = set()
+
+
+@dataclasses.dataclass
+class ClipPlan:
+    """Everything random about one clip (NumPy).
+
+    transforms: float32 [3, 8], output pixel (x, y) -> input pixel (ImageProjectiveTransformV3).
+    jitter: float32 [3, 4] brightness delta, contrast, saturation factors, hue delta.
+    """
+
+    frame_indices: np.ndarray
+    object_ids: np.ndarray
+    valid: np.ndarray
+    transforms: np.ndarray
+    blur_sigma: np.ndarray
+    jitter: np.ndarray
+
+
+def crop_window(
+    box: np.ndarray, image_hw: Sequence[float], crop_hw: Sequence[float], u: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Scale and crop offset so that the crop contains the union box.
+
+    Args:
+        box: (y0, x0, y1, x1) union box in input pixels (pixel edges).
+        image_hw: input (H, W); crop_hw: output (h, w); u: two numbers in [0, 1].
+    Returns:
+        (s, offset [2] (y, x)): output coordinate = s * input coordinate - offset. The window
+        [offset, offset + crop] (in scaled input coordinates) contains s * box, and lies inside
+        the scaled image whenever the scaled image covers the crop.
+    """
+    image_hw = np.asarray(image_hw, np.float64)
+    crop_hw = np.asarray(crop_hw, np.float64)
+    box = np.asarray(box, np.float64)
+    s = max(1.0, *(crop_hw / image_hw))
+    extent = np.maximum(box[2:] - box[:2], 1e-6)
+    s = min(s, *(crop_hw / extent))
+    b0, b1, size = s * box[:2], s * box[2:], s * image_hw
+    lo = np.maximum(b1 - crop_hw, np.minimum(0.0, size - crop_hw))
+    hi = np.minimum(b0, np.maximum(0.0, size - crop_hw))
+    hi = np.maximum(hi, lo)
+    return s, lo + np.asarray(u, np.float64) * (hi - lo)
+
+
+def _translate(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], np.float64)
+
+
+def _to_tf_transform(forward: np.ndarray) -> np.ndarray:
+    """Forward map in continuous (x, y) coordinates -> TF's output-to-input pixel transform."""
+    index_forward = _translate(-0.5, -0.5) @ forward @ _translate(0.5, 0.5)
+    inverse = np.linalg.inv(index_forward)
+    inverse = inverse / inverse[2, 2]
+    return inverse.reshape(-1)[:8].astype(np.float32)
+
+
+def _random_affine(rng: np.random.Generator, cfg, crop_hw) -> np.ndarray:
+    """Random translate/rotate/zoom/shear about the crop centre, continuous (x, y), [3, 3]."""
+    h, w = crop_hw
+    angle = math.radians(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
+    shear = math.radians(rng.uniform(-cfg.shear_deg, cfg.shear_deg))
+    zoom = rng.uniform(*cfg.zoom_range)
+    tx, ty = rng.uniform(-cfg.translate, cfg.translate, 2) * (w, h)
+    rotate = np.array(
+        [[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]]
+    )
+    shear_m = np.array([[1, math.tan(shear), 0], [0, 1, 0], [0, 0, 1]])
+    zoom_m = np.diag([zoom, zoom, 1.0])
+    return (
+        _translate(w / 2 + tx, h / 2 + ty) @ rotate @ shear_m @ zoom_m @ _translate(-w / 2, -h / 2)
+    )
+
+
+def _choose_objects(rng, candidates: np.ndarray, record, max_objects: int):
+    ids = record["object_ids"][np.sort(candidates)]
+    if len(ids) > max_objects:
+        ids = np.sort(rng.choice(ids, max_objects, replace=False))
+    object_ids = np.full(max_objects, -1, np.int32)
+    object_ids[: len(ids)] = ids
+    return object_ids, np.arange(max_objects) < len(ids)
+
+
+def _sample_frames(record, stage: str, rng, cfg):
+    """(frame_indices [3], candidate object columns) or (None, skip reason)."""
+    annotated = np.flatnonzero(record["annotated"])
+    presence = record["presence"]
+    if stage == "pretrain":
+        if not presence.shape[1]:
+            return None, "empty mask"
+        return np.zeros(3, np.int64), np.arange(presence.shape[1])
+    if len(annotated) < 3:
+        return None, "fewer than 3 annotated frames"
+    if stage == "main":
+        usable = np.flatnonzero(presence.sum(0) >= 3)
+        if not usable.size:
+            return None, "no object in 3 frames"
+        k = rng.choice(usable)
+        frames = rng.choice(np.flatnonzero(presence[:, k]), 3, replace=False)
+        if not cfg.shuffle_order:
+            frames = np.sort(frames)
+        return frames, np.flatnonzero(presence[frames].all(0))
+    # sequence: positions in the list of annotated frames; gaps in [min_skip, max_skip].
+    last = len(annotated) - 1
+    lo, hi = cfg.min_skip, cfg.max_skip
+    starts = [i for i in range(last - 2 * lo + 1) if presence[annotated[i]].any()]
+    if not starts:
+        return None, f"no object in a frame followed by two more at skip >= {lo}"
+    i = int(rng.choice(starts))
+    g1 = int(rng.integers(lo, min(hi, last - i - lo) + 1))
+    g2 = int(rng.integers(lo, min(hi, last - i - g1) + 1))
+    frames = annotated[[i, i + g1, i + g1 + g2]]
+    return frames, np.flatnonzero(presence[frames[0]])
+
+
+def plan_clip(record: dict, stage: str, rng: np.random.Generator, cfg) -> ClipPlan | str:
+    """Draws one clip from a record: a ClipPlan, or the reason (str) it cannot give one."""
+    frames, candidates = _sample_frames(record, stage, rng, cfg)
+    if frames is None:
+        return candidates
+    object_ids, valid = _choose_objects(rng, candidates, record, cfg.max_objects)
+    columns = np.searchsorted(record["object_ids"], object_ids[valid])
+    boxes = record["boxes"][frames][:, columns].reshape(-1, 4)
+    union = np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])
+    crop_hw = tuple(cfg.crop)
+    image_hw = sources.image_size(record["frames"][int(frames[0])])
+    s, offset = crop_window(union, image_hw, crop_hw, rng.uniform(size=2))
+    base = _translate(-offset[1], -offset[0]) @ np.diag([s, s, 1.0])  # (x, y) continuous
+    flip = np.eye(3)
+    if cfg.flip and rng.random() < 0.5:
+        flip = np.array([[-1.0, 0, crop_hw[1]], [0, 1, 0], [0, 0, 1]])
+    forwards, blur = [], np.zeros(3, np.float32)
+    for t in range(3):
+        forward = base
+        if stage == "pretrain" and (t > 0 or not cfg.identity_first):
+            forward = _random_affine(rng, cfg, crop_hw) @ base
+            if rng.random() < cfg.blur_prob:
+                blur[t] = rng.uniform(*cfg.blur_sigma)
+        forwards.append(_to_tf_transform(flip @ forward))
+    jitter = np.tile(np.array([0.0, 1.0, 1.0, 0.0], np.float32), (3, 1))
+    if cfg.color_jitter:
+        b, c, s_, h = cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue
+        jitter = np.stack(
+            [
+                rng.uniform(-b, b, 3),
+                rng.uniform(1 - c, 1 + c, 3),
+                rng.uniform(1 - s_, 1 + s_, 3),
+                rng.uniform(-h, h, 3),
+            ],
+            -1,
+        ).astype(np.float32)
+    return ClipPlan(
+        frame_indices=np.asarray(frames, np.int32),
+        object_ids=object_ids,
+        valid=valid,
+        transforms=np.stack(forwards),
+        blur_sigma=blur,
+        jitter=jitter,
+    )
+
+
+def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
+    """Separable Gaussian blur of [H, W, 3] with std `sigma` pixels (sigma 0: identity)."""
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-(x**2) / (2 * sigma**2 + 1e-6))
+    kernel = kernel / tf.reduce_sum(kernel)
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
+    k_y = tf.tile(kernel[:, None, None, None], [1, 1, 3, 1])
+    k_x = tf.tile(kernel[None, :, None, None], [1, 1, 3, 1])
+    out = tf.nn.depthwise_conv2d(padded, k_y, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, k_x, [1, 1, 1, 1], "VALID")[0]
+
+
+def render_clip(element: dict, cfg) -> dict:
+    """tf.data map: decodes the three frames and label maps and applies the plan (graph mode)."""
+    crop = tf.constant(list(cfg.crop), tf.int32)
+    frames, labels = [], []
+    for t in range(3):
+        frame = tf.io.decode_image(element["frames"][t], channels=3, expand_animations=False)
+        label = tf.io.decode_png(element["segmentations"][t], channels=1)
+        frames.append(tf.cast(frame, tf.float32) / 255.0)
+        labels.append(label)
+    frames = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.stack(frames),
+        transforms=element["transforms"],
+        output_shape=crop,
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+    labels = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.stack(labels),
+        transforms=element["transforms"],
+        output_shape=crop,
+        fill_value=0.0,
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
+    )
+    out_frames = []
+    radius = max(1, math.ceil(3 * cfg.blur_sigma[1]))
+    for t in range(3):
+        frame = frames[t]
+        if cfg.stage == "pretrain" and cfg.blur_prob > 0:
+            frame = _gaussian_blur(frame, element["blur_sigma"][t], radius)
+        if cfg.color_jitter:
+            j = element["jitter"][t]
+            frame = tf.image.adjust_brightness(frame, j[0])
+            frame = tf.image.adjust_contrast(frame, j[1])
+            frame = tf.image.adjust_saturation(frame, j[2])
+            frame = tf.image.adjust_hue(frame, j[3])
+        out_frames.append(tf.clip_by_value(frame, 0.0, 1.0))
+    ids = element["object_ids"]  # [O], -1 padding: never equal to a label
+    masks = tf.cast(tf.cast(labels, tf.int32) == ids[None, None, None, :], tf.float32)
+    return {
+        "frames": tf.ensure_shape(tf.stack(out_frames), [3, *cfg.crop, 3]),
+        "masks": tf.ensure_shape(
+            tf.transpose(masks, [0, 3, 1, 2]), [3, cfg.max_objects, *cfg.crop]
+        ),
+        "valid": element["valid"],
+        "object_ids": ids,
+        "frame_indices": element["frame_indices"],
+        "video_index": element["video_index"],
+        "index": element["index"],
+    }
+
+
+def _skip(stage: str, reason: str, name: str) -> None:
+    SKIPS[(stage, reason)] += 1
+    if (stage, name) not in _WARNED:
+        _WARNED.add((stage, name))
+        logging.warning(
+            "skipping %r for stage %s: %s (%d clips skipped for this reason so far)",
+            name,
+            stage,
+            reason,
+            SKIPS[(stage, reason)],
+        )
+
+
+def plan_stream(source: Sequence, cfg, *, seed: int, start_index: int = 0, process_index: int = 0):
+    """Yields (n, video_index, record, ClipPlan) for n = start_index, start_index + 1, ..."""
+    if seed < 0 or start_index < 0 or process_index < 0:
+        raise ValueError(
+            f"seed, start_index and process_index must be >= 0, got {seed}, {start_index}, "
+            f"{process_index}"
+        )
+    num_videos = len(source)
+    if not num_videos:
+        raise DatasetError("the clip source has no video")
+    epoch, order = None, None
+    n = start_index
+    while True:
+        e, j = divmod(n, num_videos)
+        if e != epoch:
+            epoch = e
+            order = np.random.default_rng([seed, process_index, 1, e]).permutation(num_videos)
+        rng = np.random.default_rng([seed, process_index, 0, n])
+        for attempt in range(num_videos):
+            video_index = int(order[(j + attempt) % num_videos])
+            record = source[video_index]
+            plan = plan_clip(record, cfg.stage, rng, cfg)
+            if isinstance(plan, ClipPlan):
+                break
+            _skip(cfg.stage, plan, record["name"])
+        else:
+            raise DatasetError(f"no video of the source can give a {cfg.stage} clip")
+        yield n, video_index, record, plan
+        n += 1
+
+
+def clip_dataset(
+    source: Sequence,
+    cfg: ml_collections.ConfigDict,
+    *,
+    seed: int,
+    start_index: int = 0,
+    process_index: int = 0,
+) -> tf.data.Dataset:
+    """An infinite tf.data.Dataset of clips (elements: module docstring) from `source`.
+
+    Args:
+        source: records (`input_pipeline.sources`); this process's shard.
+        cfg: data config (`configs/data.py`); `cfg.stage` picks the sampler.
+        seed, start_index, process_index: see "Randomness" in the module docstring.
+    """
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
+    cfg = ml_collections.FrozenConfigDict(cfg)
+
+    def generator():
+        for n, video_index, record, plan in plan_stream(
+            source, cfg, seed=seed, start_index=start_index, process_index=process_index
+        ):
+            yield {
+                "frames": [record["frames"][i] for i in plan.frame_indices],
+                "segmentations": [record["segmentations"][i] for i in plan.frame_indices],
+                "transforms": plan.transforms,
+                "object_ids": plan.object_ids,
+                "valid": plan.valid,
+                "blur_sigma": plan.blur_sigma,
+                "jitter": plan.jitter,
+                "frame_indices": plan.frame_indices,
+                "video_index": video_index,
+                "index": n,
+            }
+
+    o = cfg.max_objects
+    signature = {
+        "frames": tf.TensorSpec([3], tf.string),
+        "segmentations": tf.TensorSpec([3], tf.string),
+        "transforms": tf.TensorSpec([3, 8], tf.float32),
+        "object_ids": tf.TensorSpec([o], tf.int32),
+        "valid": tf.TensorSpec([o], tf.bool),
+        "blur_sigma": tf.TensorSpec([3], tf.float32),
+        "jitter": tf.TensorSpec([3, 4], tf.float32),
+        "frame_indices": tf.TensorSpec([3], tf.int32),
+        "video_index": tf.TensorSpec([], tf.int64),
+        "index": tf.TensorSpec([], tf.int64),
+    }
+    ds = tf.data.Dataset.from_generator(generator, output_signature=signature)
+    return ds.map(
+        lambda e: render_clip(e, cfg),
+        num_parallel_calls=cfg.num_parallel_calls
+        if cfg.num_parallel_calls > 0
+        else tf.data.AUTOTUNE,
+        deterministic=True,
+    )

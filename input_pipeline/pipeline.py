@@ -1,0 +1,141 @@
+"""The training input: host-local batches of section-3.5 clips as NumPy.
+
+    from configs import data
+    it = create_train_iterator(data.get_config("davis,main"), stage="main", batch_size=4, seed=0)
+    batch = next(it)  # frames [B, 3, H, W, 3], masks [B, 3, O, H, W], valid [B, O]
+
+Each process reads a disjoint, contiguous share of the videos (as `tfds.split_for_jax_process`)
+and the batch at step s is a function of (seed, s, process_index, process_count) only, so that
+`start_step=s` resumes exactly (`input_pipeline/clips.py`, "Randomness").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from input_pipeline import clips, davis, sources, static_images, synthetic, youtube_vos
+from input_pipeline.tf_setup import tf
+
+# dataset key -> (subfolder of manual_dir, training split)
+DATASETS = {
+    "davis17": ("DAVIS", "train"),
+    "youtube": ("YouTube", "train"),
+    "static": ("static", "train"),
+}
+
+
+def get_builder(dataset: str, data_dir: str, config: ml_collections.ConfigDict | None = None):
+    """The TFDS builder of `dataset` ("davis17" | "youtube" | "static") in `data_dir`."""
+    if dataset == "davis17":
+        resolution = config.davis_resolution if config is not None else "480p"
+        return davis.Davis2017Vos(config=resolution, data_dir=data_dir)
+    if dataset == "youtube":
+        version = config.youtube_version if config is not None else "2019"
+        return youtube_vos.YoutubeVos(config=version, data_dir=data_dir)
+    if dataset == "static":
+        return static_images.StaticSegmentation(data_dir=data_dir)
+    raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+
+
+def prepare_builder(builder: tfds.core.DatasetBuilder, manual_dir: str | Path) -> None:
+    """Builds the TFDS set from extracted folders in ArrayRecord format (random access)."""
+    if not Path(manual_dir).is_dir():
+        raise ValueError(
+            f"manual_dir {str(manual_dir)!r} for {builder.info.full_name} does not exist:\n"
+            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
+        file_format="array_record",
+    )
+
+
+def _datasets(config: ml_collections.ConfigDict) -> list[str]:
+    if config.stage == "pretrain":
+        return ["static"]
+    if config.name == "synthetic":
+        return ["davis17", "youtube"]
+    return {"davis": ["davis17"], "youtube": ["youtube"], "davis+youtube": ["davis17", "youtube"]}[
+        config.name
+    ]
+
+
+def load_source(config: ml_collections.ConfigDict) -> Sequence:
+    """All training records of `config` (every host sees the same list), preparing if allowed."""
+    manual = Path(config.manual_dir)
+    if config.name == "synthetic" and not manual.is_dir():
+        if not config.prepare_if_missing:
+            raise ValueError(f"synthetic manual_dir {str(manual)!r} does not exist")
+        logging.info("generating synthetic data in %s", manual)
+        synthetic.generate(manual, **config.synthetic.to_dict(), progress=False)
+    parts = []
+    for dataset in _datasets(config):
+        builder = get_builder(dataset, config.data_dir, config)
+        if not builder.is_prepared():
+            if not config.prepare_if_missing:
+                raise ValueError(
+                    f"{builder.info.full_name} is not prepared in {config.data_dir!r}; run "
+                    f"python -m input_pipeline.prepare --dataset {dataset} ..."
+                )
+            prepare_builder(builder, manual / DATASETS[dataset][0])
+        parts.append(sources.TfdsSource(builder, DATASETS[dataset][1]))
+    return parts[0] if len(parts) == 1 else sources.ConcatSource(parts)
+
+
+def create_train_iterator(
+    data_config: ml_collections.ConfigDict,
+    *,
+    stage: str,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields host-local training batches forever.
+
+    Args:
+        data_config: `configs/data.py` config; its `stage` must equal `stage`.
+        stage: "pretrain" | "main" | "sequence".
+        batch_size: clips per batch on this host.
+        seed: data seed (>= 0).
+        start_step: first step; batch s holds the process-local examples
+            [s * batch_size, (s + 1) * batch_size).
+        process_index, process_count: default jax.process_index() / jax.process_count().
+    Yields:
+        {"frames": float32 [B, 3, H, W, 3] in [0, 1], "masks": float32 [B, 3, O, H, W] in
+        {0, 1}, "valid": bool [B, O]} with (H, W) = data_config.crop, O = max_objects.
+    """
+    if stage != data_config.stage:
+        raise ValueError(
+            f"stage {stage!r} differs from data_config.stage {data_config.stage!r}; build the "
+            f"data config with configs/data.py:<data>,{stage}"
+        )
+    if batch_size < 1 or start_step < 0:
+        raise ValueError(
+            f"need batch_size >= 1 and start_step >= 0, got {batch_size}, {start_step}"
+        )
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    source = sources.shard(load_source(data_config), process_index, process_count)
+    ds = clips.clip_dataset(
+        source,
+        data_config,
+        seed=seed,
+        start_index=start_step * batch_size,
+        process_index=process_index,
+    )
+    ds = ds.map(lambda e: {k: e[k] for k in ("frames", "masks", "valid")})
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(data_config.prefetch)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).as_numpy_iterator()
