@@ -151,7 +151,7 @@ def _report(what: str, missing, unexpected, mismatched, notes=()) -> None:
         f"{what} does not fit the target model"
         + listing("missing keys", missing)
         + listing("unexpected keys", unexpected)
-        + listing("shape mismatches (source -> target)", mismatched)
+        + listing("shape mismatches", mismatched)
         + "".join(f"\n  note: {n}" for n in notes)
     )
     raise ConversionError(msg)
@@ -296,12 +296,16 @@ def torch_to_flax(
         want = _shape(leaves[col_path])
         arr = _to_flax_array(value, want)
         if arr.shape != want:
-            mismatched.append(f"{key}: {list(value.shape)} -> {list(want)} ({'/'.join(col_path)})")
+            mismatched.append(
+                f"{key}: {list(value.shape)}, expected {_torch_shape(leaves[col_path])}"
+            )
+            filled[col_path] = None  # reported as mismatched, not as missing
             continue
         filled[col_path] = arr.astype(np.float32)
     missing = [
         f"{_torch_name(p)} {_torch_shape(leaf)}" for p, leaf in leaves.items() if p not in filled
     ]
+    filled = {p: v for p, v in filled.items() if v is not None}
     if layout == "stm":
         notes.append("STM keys were renamed to LCM names before matching (res2..4 = layer1..3)")
     if layout == "lcm" and any(k.startswith(("Encoder_M.", "KV_M_r4.")) for k in sd):
@@ -347,7 +351,9 @@ def _torchvision_to_flax(sd, template, leaves, source) -> dict:
             arr = _to_flax_array(value, want)
             if arr.shape != want:
                 if encoder == "query_encoder":
-                    mismatched.append(f"{short}: {list(value.shape)} -> {list(want)}")
+                    expected = _torch_shape(leaves[col_path])
+                    mismatched.append(f"{short}: {list(value.shape)}, expected {expected}")
+                used.add(col_path)  # reported as mismatched, not as missing
                 continue
             filled[col_path] = arr.astype(np.float32)
             used.add(col_path)
@@ -384,6 +390,7 @@ def flax_to_torch(variables: Mapping, template: Mapping[str, torch.Tensor]) -> d
         t = _to_torch_array(a, want)
         if t.shape != want:
             mismatched.append(f"{'/'.join(col_path)}: {list(a.shape)} -> {key} {list(want)}")
+            out[key] = None  # reported as mismatched, not as missing
             continue
         out[key] = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32))
     for key, value in template.items():
