@@ -27,7 +27,7 @@ than a clip needs, or with no object that the stage can use (main: none present 
 sequence: none in a frame with two later frames; static: empty mask), is skipped and the next
 video of the permutation is used. Void (255) pixels belong to no object (mask 0).
 
-Element of the dataset (NumPy via tf.data):
+A clip (one element of a `clip_batches` batch, NumPy):
     frames        float32 [3, H, W, 3] in [0, 1]
     masks         float32 [3, O, H, W] in {0, 1}
     valid         bool [O]
@@ -43,7 +43,7 @@ import collections
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -324,15 +324,43 @@ def plan_stream(source: Sequence, cfg, *, seed: int, start_index: int = 0, proce
         n += 1
 
 
-def clip_dataset(
+def _stack_plans(items: list) -> dict[str, np.ndarray]:
+    """Host-side inputs of `render_clip` for a chunk of plans (encoded bytes + plan arrays)."""
+    return {
+        "frames": np.array(
+            [[r["frames"][i] for i in p.frame_indices] for _, _, r, p in items], dtype=object
+        ),
+        "segmentations": np.array(
+            [[r["segmentations"][i] for i in p.frame_indices] for _, _, r, p in items],
+            dtype=object,
+        ),
+        "transforms": np.stack([p.transforms for *_, p in items]),
+        "object_ids": np.stack([p.object_ids for *_, p in items]),
+        "valid": np.stack([p.valid for *_, p in items]),
+        "blur_sigma": np.stack([p.blur_sigma for *_, p in items]),
+        "jitter": np.stack([p.jitter for *_, p in items]),
+        "frame_indices": np.stack([p.frame_indices for *_, p in items]),
+        "video_index": np.array([v for _, v, _, _ in items], np.int64),
+        "index": np.array([n for n, *_ in items], np.int64),
+    }
+
+
+def clip_batches(
     source: Sequence,
     cfg: ml_collections.ConfigDict,
     *,
+    batch_size: int,
     seed: int,
     start_index: int = 0,
     process_index: int = 0,
-) -> tf.data.Dataset:
-    """An infinite tf.data.Dataset of clips (elements: module docstring) from `source`.
+    batches_per_chunk: int = 8,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields batches of clips forever: each key of the element (module docstring) with a
+    leading batch axis [batch_size, ...]; batch b holds examples start_index + b * batch_size...
+
+    The plans (and the reading of the records) run in this Python thread; tf.data decodes and
+    warps each chunk of `batches_per_chunk` batches in parallel (`from_tensor_slices`, no
+    Python callback inside tf.data, so that no TF thread ever waits on the interpreter).
 
     Args:
         source: records (`input_pipeline.sources`); this process's shard.
@@ -342,42 +370,14 @@ def clip_dataset(
     if cfg.stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
     cfg = ml_collections.FrozenConfigDict(cfg)
-
-    def generator():
-        for n, video_index, record, plan in plan_stream(
-            source, cfg, seed=seed, start_index=start_index, process_index=process_index
-        ):
-            yield {
-                "frames": [record["frames"][i] for i in plan.frame_indices],
-                "segmentations": [record["segmentations"][i] for i in plan.frame_indices],
-                "transforms": plan.transforms,
-                "object_ids": plan.object_ids,
-                "valid": plan.valid,
-                "blur_sigma": plan.blur_sigma,
-                "jitter": plan.jitter,
-                "frame_indices": plan.frame_indices,
-                "video_index": video_index,
-                "index": n,
-            }
-
-    o = cfg.max_objects
-    signature = {
-        "frames": tf.TensorSpec([3], tf.string),
-        "segmentations": tf.TensorSpec([3], tf.string),
-        "transforms": tf.TensorSpec([3, 8], tf.float32),
-        "object_ids": tf.TensorSpec([o], tf.int32),
-        "valid": tf.TensorSpec([o], tf.bool),
-        "blur_sigma": tf.TensorSpec([3], tf.float32),
-        "jitter": tf.TensorSpec([3, 4], tf.float32),
-        "frame_indices": tf.TensorSpec([3], tf.int32),
-        "video_index": tf.TensorSpec([], tf.int64),
-        "index": tf.TensorSpec([], tf.int64),
-    }
-    ds = tf.data.Dataset.from_generator(generator, output_signature=signature)
-    return ds.map(
-        lambda e: render_clip(e, cfg),
-        num_parallel_calls=cfg.num_parallel_calls
-        if cfg.num_parallel_calls > 0
-        else tf.data.AUTOTUNE,
-        deterministic=True,
+    parallel = cfg.num_parallel_calls if cfg.num_parallel_calls > 0 else tf.data.AUTOTUNE
+    plans = plan_stream(
+        source, cfg, seed=seed, start_index=start_index, process_index=process_index
     )
+    chunk = batch_size * batches_per_chunk
+    while True:
+        items = [next(plans) for _ in range(chunk)]
+        ds = tf.data.Dataset.from_tensor_slices(_stack_plans(items))
+        ds = ds.map(lambda e: render_clip(e, cfg), num_parallel_calls=parallel, deterministic=True)
+        ds = ds.batch(batch_size).prefetch(cfg.prefetch)
+        yield from ds.as_numpy_iterator()

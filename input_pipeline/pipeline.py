@@ -20,7 +20,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from input_pipeline import clips, davis, sources, static_images, synthetic, youtube_vos
-from input_pipeline.tf_setup import tf
 
 # dataset key -> (subfolder of manual_dir, training split)
 DATASETS = {
@@ -127,15 +126,12 @@ def create_train_iterator(
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     source = sources.shard(load_source(data_config), process_index, process_count)
-    ds = clips.clip_dataset(
+    batches = clips.clip_batches(
         source,
         data_config,
+        batch_size=batch_size,
         seed=seed,
         start_index=start_step * batch_size,
         process_index=process_index,
     )
-    ds = ds.map(lambda e: {k: e[k] for k in ("frames", "masks", "valid")})
-    ds = ds.batch(batch_size, drop_remainder=True).prefetch(data_config.prefetch)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options).as_numpy_iterator()
+    return ({k: batch[k] for k in ("frames", "masks", "valid")} for batch in batches)
