@@ -1,0 +1,125 @@
+"""The synthetic generator: deterministic, published layouts, known colours, the hard cases."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from input_pipeline import synthetic, testing, video_io
+from input_pipeline.synthetic import OBJECT_COLOURS, Difficulty
+
+
+@pytest.fixture(scope="session")
+def raw(tmp_path_factory):
+    return testing.tiny_synthetic(tmp_path_factory.getbasetemp())
+
+
+def _cosine(a, b):
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_same_seed_writes_the_same_bytes_and_another_seed_does_not(tmp_path):
+    kwargs = dict(num_videos=2, num_frames=4, height=32, width=48, num_static=1, progress=False)
+    a = synthetic.generate(tmp_path / "a", seed=5, **kwargs)
+    b = synthetic.generate(tmp_path / "b", seed=5, **kwargs)
+    c = synthetic.generate(tmp_path / "c", seed=6, **kwargs)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) > 20
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    frame = "DAVIS/JPEGImages/480p/synth0000/00000.jpg"
+    assert (a / frame).read_bytes() != (c / frame).read_bytes()
+
+
+def test_davis_layout_has_disjoint_splits_and_every_target_in_frame_zero(raw):
+    davis = raw / "DAVIS"
+    train = video_io.davis_sequences(davis, "train")
+    val = video_io.davis_sequences(davis, "val")
+    assert not set(train) & set(val)
+    assert len(train) + len(val) == testing.TINY["num_videos"]
+    for seq in train + val:
+        frames, annotations = video_io.davis_video(davis, seq)
+        assert len(frames) == len(annotations) == testing.TINY["num_frames"]
+        labels = np.stack([video_io.read_label_png(p) for p in annotations])
+        ids = set(np.unique(labels)) - {0}
+        assert ids == set(range(1, max(ids) + 1))  # ids 1..K
+        assert ids <= set(np.unique(labels[0]))  # DAVIS: every object in frame 0
+
+
+def test_youtube_meta_lists_each_objects_frames_and_valid_keeps_only_first_frames(raw):
+    youtube = raw / "YouTube"
+    train = video_io.youtube_meta(youtube, "train")["videos"]
+    for vid, video in train.items():
+        frames, annotations = video_io.youtube_video(youtube, "train", vid)
+        assert [p.stem for p in frames] == [f"{5 * t:05d}" for t in range(len(frames))]
+        labels = {p.stem: video_io.read_label_png(p) for p in annotations}
+        for obj, info in video["objects"].items():
+            present = [s for s, label in sorted(labels.items()) if (label == int(obj)).any()]
+            assert info["frames"] == present
+    valid = video_io.youtube_meta(youtube, "valid")["videos"]
+    assert valid
+    for vid, video in valid.items():
+        _, annotations = video_io.youtube_video(youtube, "valid", vid)
+        firsts = {info["frames"][0] for info in video["objects"].values()}
+        assert {p.stem for p in annotations} == firsts
+        for p in annotations:
+            ids = set(np.unique(video_io.read_label_png(p))) - {0}
+            starting = {int(o) for o, i in video["objects"].items() if i["frames"][0] == p.stem}
+            assert ids == starting
+
+
+def test_object_pixels_have_the_known_colour_and_distractors_are_unlabelled_look_alikes():
+    def render(num_distractors):
+        rng = np.random.default_rng(11)
+        d = Difficulty(min_objects=3, max_objects=3, num_distractors=num_distractors)
+        return synthetic.render_video(rng, num_frames=8, height=96, width=96, difficulty=d)
+
+    frames, labels = render(2)
+    for k in (1, 2, 3):
+        inner = ndimage.binary_erosion(labels == k, iterations=1, axes=(1, 2))
+        mean = frames[inner].astype(np.float64).mean(0)
+        assert _cosine(mean, OBJECT_COLOURS[k - 1]) > 0.98
+        assert synthetic.TEXTURE_LOW * 0.95 <= mean.max() / OBJECT_COLOURS[k - 1].max() <= 1.0
+
+    def lookalike_pixels(frames, labels):
+        far = ~ndimage.binary_dilation(labels > 0, iterations=2, axes=(1, 2))
+        rgb = frames.astype(np.float64)
+        saturation = rgb.max(-1) - rgb.min(-1)
+        colours = OBJECT_COLOURS[:3].astype(np.float64)
+        cos = rgb @ colours.T / (np.linalg.norm(rgb, axis=-1, keepdims=True) + 1e-6)
+        cos = cos / np.linalg.norm(colours, axis=-1)
+        return int((far & (saturation > 60) & (cos.max(-1) > 0.97)).sum())
+
+    assert lookalike_pixels(frames, labels) > 50  # distractors: target colours, label 0
+    assert lookalike_pixels(*render(0)) == 0
+
+
+def test_objects_leave_and_reenter_and_start_mid_video_when_asked():
+    rng = np.random.default_rng(0)
+    d = Difficulty(min_objects=3, max_objects=3, leave_prob=1.0, late_start_prob=1.0)
+    _, labels = synthetic.render_video(
+        rng, num_frames=30, height=64, width=64, difficulty=d, allow_late_start=True
+    )
+    present = np.stack([(labels == k).any(axis=(1, 2)) for k in (1, 2, 3)])  # [3, T]
+    firsts = present.argmax(1)
+    assert firsts[0] == 0 and (firsts[1:] > 0).all()  # objects 2, 3 appear mid-video
+    reentered = [k for k in range(3) if (np.diff(present[k, firsts[k] :].astype(int)) == 1).any()]
+    assert reentered  # some object is gone for a while and comes back
+
+
+def test_cli_writes_the_three_layouts(tmp_path):
+    cmd = [sys.executable, "-m", "input_pipeline.synthetic", "--out", str(tmp_path / "s")]
+    cmd += ["--num_videos", "2", "--num_frames", "3", "--height", "32", "--width", "32"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert (tmp_path / "s/DAVIS/ImageSets/2017/train.txt").is_file()
+    assert (tmp_path / "s/YouTube/valid/meta.json").is_file()
+    assert len(list((tmp_path / "s/static/masks").glob("*.png"))) == 4
+
+
+def test_bad_generator_arguments_are_rejected():
+    with pytest.raises(ValueError, match="num_frames"):
+        synthetic.generate("/nonexistent", num_videos=1, num_frames=2)
+    with pytest.raises(ValueError, match="max_objects"):
+        Difficulty(max_objects=6)
