@@ -171,3 +171,16 @@ def test_bfloat16_compute_stays_close_to_float32():
     ]
     for a, b in zip(*runs, strict=True):
         assert np.abs(a.probs / 255 - b.probs / 255).mean() < 0.05
+
+
+def test_mismatched_videos_and_masks_are_errors_naming_the_video_and_frame():
+    frames, labels = (x[:2] for x in synthetic_video(seed=5, num_frames=3))
+    eng = make_engine()
+    other = Video([frames[0][:32], frames[1][:32]], {0: labels[0][:32]}, 2, "small")
+    with pytest.raises(ValueError, match=r"small: frame 0 is 64x32, but the frames segmented"):
+        next(eng.run_videos([video(frames, labels, {0: [1]}), other]))
+    bad_mask = Video(list(frames), {0: labels[0][:, :40]}, 2, "clip")
+    with pytest.raises(
+        ValueError, match=r"clip: the mask of frame 0 is 40x64 but the frame is 64x64"
+    ):
+        next(eng.run(bad_mask))

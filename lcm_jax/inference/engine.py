@@ -23,6 +23,7 @@ runs several videos of one size together (`Engine.run_videos`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -261,6 +262,7 @@ class Engine:
         )
         self.options = options
         self._compiled: dict[Geometry, Any] = {}
+        self._encoded_shapes: dict[tuple[int, int, int], Any] = {}
 
     def geometry(self, height: int, width: int, num_objects: int, capacity: int) -> Geometry:
         inner = padding.internal_size(height, width, self.options.shorter_side)
@@ -281,20 +283,21 @@ class Engine:
         return -(-(len(kept) + 1) // CAPACITY_ROUNDING) * CAPACITY_ROUNDING
 
     def init_memory(self, geometry: Geometry) -> mem.Memory:
-        """An empty memory of one video for `geometry`."""
+        """An empty memory of one video for `geometry` (fresh buffers: the step donates them)."""
         s, m = self.options.streams, self.net.max_objects
         rows = s * geometry.groups
         hp, wp = geometry.padded
-        encoded = jax.eval_shape(
-            lambda v: self.net.apply(
-                v,
-                jnp.zeros((rows, hp, wp, 3)),
-                jnp.zeros((rows, m, hp, wp)),
-                jnp.ones((rows, m), bool),
-                method=LCM.encode_memory,
-            ),
-            self.variables,
-        )
+        key = (rows, hp, wp)
+        if key not in self._encoded_shapes:
+            shape = jax.ShapeDtypeStruct
+            self._encoded_shapes[key] = jax.eval_shape(
+                functools.partial(self.net.apply, method=LCM.encode_memory),
+                self.variables,
+                shape((rows, hp, wp, 3), jnp.float32),
+                shape((rows, m, hp, wp), jnp.float32),
+                shape((rows, m), jnp.bool_),
+            )
+        encoded = self._encoded_shapes[key]
         return mem.init_memory(encoded, streams=s, capacity=geometry.capacity, size=(hp, wp))
 
     def step_fn(self, geometry: Geometry):
@@ -330,11 +333,7 @@ class Engine:
         first = [_next_frame(it, v, 0) for it, v in zip(iters, videos, strict=True)]
         height, width = first[0].shape[:2]
         for f, v in zip(first, videos, strict=True):
-            if f.shape[:2] != (height, width):
-                raise ValueError(
-                    f"{v.name}: frames are {f.shape[1]}x{f.shape[0]}, other videos of the batch "
-                    f"{width}x{height}"
-                )
+            _check_size(f, v, 0, (height, width))
         capacity = max(self.capacity(num_frames, v.annotations) for v in videos)
         geometry = self.geometry(height, width, max(len(ids) for ids in objects), capacity)
         o = geometry.groups * self.net.max_objects
@@ -349,6 +348,8 @@ class Engine:
                 if t == 0
                 else [_next_frame(it, v, t) for it, v in zip(iters, videos, strict=True)]
             )
+            for f, v in zip(frames, videos, strict=True):
+                _check_size(f, v, t, (height, width))
             inputs = [
                 _frame_inputs(f, v, ids, t, o, (height, width))
                 for f, v, ids in zip(frames, videos, objects, strict=True)
@@ -374,6 +375,14 @@ def _next_frame(frames: Iterator[np.ndarray], video: Video, t: int) -> np.ndarra
             f"{video.name}: frame {t} must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}"
         )
     return frame
+
+
+def _check_size(frame: np.ndarray, video: Video, t: int, size: tuple[int, int]) -> None:
+    if frame.shape[:2] != size:
+        raise ValueError(
+            f"{video.name}: frame {t} is {frame.shape[1]}x{frame.shape[0]}, but the frames "
+            f"segmented with it are {size[1]}x{size[0]}"
+        )
 
 
 def _object_ids(video: Video) -> tuple[int, ...]:
