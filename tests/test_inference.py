@@ -1,6 +1,7 @@
 """The inference engine: memory schedule, one trace per video, joining objects, batching, TTA."""
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -184,3 +185,23 @@ def test_mismatched_videos_and_masks_are_errors_naming_the_video_and_frame():
         ValueError, match=r"clip: the mask of frame 0 is 40x64 but the frame is 64x64"
     ):
         next(eng.run(bad_mask))
+
+
+def test_first_three_frames_equal_the_models_training_clip():
+    # LCM.__call__ predicts frame 1 from {0} and frame 2 from {0, 1} with PGM's previous frame
+    # and ORM's reference exactly as the engine's schedule does for t = 1, 2.
+    config, variables = tiny_model()
+    frames, labels = synthetic_video(seed=6, num_frames=3)
+    masks = np.stack([(labels == k) for k in (1, 2, 3)], axis=1).astype(np.float32)
+    net = engine_lib.build_model(config)
+    logits = net.apply(
+        variables,
+        jnp.asarray(frames[None] / 255.0, jnp.float32),
+        jnp.asarray(masks[None]),
+        jnp.array([[True, True, False]]),
+    )
+    expected = np.asarray(jax.nn.softmax(logits[0], axis=1))[:, :3]  # [2 frames, bg + 2, H, W]
+    results = list(make_engine(soft_output=True).run(video(frames, labels, {0: [1, 2]})))
+    for t in (1, 2):
+        got = results[t].probs / 255.0
+        assert np.abs(got - expected[t - 1]).max() <= 0.5 / 255 + 1e-4
