@@ -85,6 +85,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             "config.optimizer.schedule must be constant|cosine|linear, got "
             f"{config.optimizer.schedule!r}"
         )
+    if config.data.get("stage", config.stage) != config.stage:
+        raise ConfigError(
+            f"config.data.stage={config.data.stage!r} differs from config.stage="
+            f"{config.stage!r}; build it with configs/data.py:<data>,{config.stage}"
+        )
+    if config.data.get("max_objects", config.model.max_objects) != config.model.max_objects:
+        raise ConfigError(
+            f"config.data.max_objects={config.data.max_objects} differs from "
+            f"config.model.max_objects={config.model.max_objects}"
+        )
     for name in (
         "batch_size",
         "grad_accum_steps",
@@ -175,13 +185,16 @@ def tree_mismatches(expected: Any, found: Any) -> list[str]:
         }
 
     want, have = shapes(expected), shapes(found)
-    out = [
-        f"{p}: expected {want[p]}, found {have.get(p, 'nothing')}"
-        for p in sorted(want)
-        if want[p] != have.get(p)
-    ]
-    out += [f"{p}: not in the model, found {have[p]}" for p in sorted(set(have) - set(want))]
-    return out
+
+    def describe(p):
+        if p not in have:
+            return f"{p}: expected {want[p]}, found nothing"
+        if p not in want:
+            return f"{p}: not in the model, found {have[p]}"
+        return f"{p}: expected {want[p]}, found {have[p]}"
+
+    paths = sorted(set(want) | set(have), key=lambda p: (not p.startswith("params"), p))
+    return [describe(p) for p in paths if want.get(p) != have.get(p)]
 
 
 def _raise_if_mismatched(expected: Any, found: Any, where: str) -> None:
@@ -371,7 +384,9 @@ def train_and_evaluate(
             "data": ocp.JsonCheckpointHandler(),
         },
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=True
+            max_to_keep=config.keep_checkpoints,
+            create=False,  # the first save makes the directory: a failed start leaves no trace
+            enable_async_checkpointing=True,
         ),
     )
     latest = manager.latest_step()

@@ -1,0 +1,334 @@
+"""train_and_evaluate on the tiny model and 8 fake CPU devices (tests/conftest.py).
+
+In-process runs read clips rendered by `input_pipeline.synthetic.render_video` through a
+stand-in for `pipeline.create_train_iterator` (same contract: the batch at step s depends only
+on (seed, s)). Compiled executables are shared between runs through JAX's persistent
+compilation cache, so equal configs compile once.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import base
+from configs import model as model_configs
+from input_pipeline import synthetic
+from lcm_jax import checkpoints, train
+from lcm_jax.model import build_model
+
+SIZE = 64
+OBJECTS = 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update(names[1], 0)
+    jax.config.update(names[2], 0)
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+
+
+def render_clips(num: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """`num` 3-frame clips of synthetic videos: frames [N,3,H,W,3], masks [N,3,O,H,W], valid."""
+    rng = np.random.default_rng(seed)
+    frames, masks, valid = [], [], []
+    for _ in range(num):
+        video, labels = synthetic.render_video(rng, num_frames=3, height=SIZE, width=SIZE)
+        ids = np.arange(1, OBJECTS + 1)
+        frames.append(video.astype(np.float32) / 255)
+        masks.append((labels[:, None] == ids[None, :, None, None]).astype(np.float32))
+        valid.append((labels[0][None] == ids[:, None, None]).any(axis=(1, 2)))
+    return {"frames": np.stack(frames), "masks": np.stack(masks), "valid": np.stack(valid)}
+
+
+def clip_iterator(clips, nan_at_step=None):
+    """A stand-in for pipeline.create_train_iterator over `clips` (batch s: a seeded choice)."""
+
+    def create_train_iterator(
+        data_config, *, stage, batch_size, seed, start_step=0, process_index=0, process_count=1
+    ):
+        step = start_step
+        while True:
+            pick = np.random.default_rng([seed, step]).integers(0, len(clips["valid"]), batch_size)
+            batch = {k: v[pick] for k, v in clips.items()}
+            if step + 1 == nan_at_step:  # the batch of training step `nan_at_step`
+                batch["frames"][0, 0, 0, 0, 0] = np.nan
+            yield batch
+            step += 1
+
+    return create_train_iterator
+
+
+def tiny_config(**overrides):
+    c = base.get_config()
+    c.model = model_configs.get_config("tiny")
+    c.stage = "pretrain"
+    c.batch_size = 8
+    c.num_train_steps = 1
+    c.log_every_steps = 1
+    c.checkpoint_every_steps = 2
+    c.eval_every_steps = 0
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.05
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return render_clips(8)
+
+
+@pytest.fixture(scope="module")
+def initial_variables(tmp_path_factory):
+    """Fresh tiny-model variables on disk, the common start of the runs below."""
+    net = build_model(model_configs.get_config("tiny"))
+    s = SIZE
+    variables = jax.jit(net.init)(
+        jax.random.key(0),
+        np.zeros((1, 3, s, s, 3), np.float32),
+        np.zeros((1, 3, OBJECTS, s, s), np.float32),
+        np.ones((1, OBJECTS), bool),
+    )
+    return str(checkpoints.save_variables(tmp_path_factory.mktemp("init") / "vars", variables))
+
+
+def run(config, workdir, monkeypatch, clips, nan_at_step=None):
+    monkeypatch.setattr(train.pipeline, "create_train_iterator", clip_iterator(clips, nan_at_step))
+    return train.train_and_evaluate(config, str(workdir))
+
+
+@pytest.fixture(scope="module")
+def eight_device_run(tmp_path_factory, initial_variables, clips):
+    """One SGD step on the 8-device mesh; its workdir is "stage 1" for later tests."""
+    workdir = tmp_path_factory.mktemp("eight")
+    with pytest.MonkeyPatch.context() as mp:
+        state, history = run(tiny_config(init_from=initial_variables), workdir, mp, clips)
+    return workdir, jax.device_get(state), history
+
+
+def _assert_trees_close(a, b, atol):
+    for (path, x), y in zip(
+        jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True
+    ):
+        np.testing.assert_allclose(
+            np.asarray(x), np.asarray(y), atol=atol, rtol=0, err_msg=str(path)
+        )
+
+
+def test_a_step_on_eight_devices_equals_the_step_on_one_device(
+    eight_device_run, initial_variables, clips, tmp_path, monkeypatch
+):
+    _, state8, history8 = eight_device_run
+    config = tiny_config(init_from=initial_variables, mesh=(("data", 1),))
+    state1, history1 = run(config, tmp_path, monkeypatch, clips)
+    assert history8[0]["step"] == history1[0]["step"] == 1
+    assert abs(history8[0]["loss"] - history1[0]["loss"]) <= 1e-5
+    _assert_trees_close(state8["params"], jax.device_get(state1["params"]), atol=1e-5)
+    # The step moved the parameters (the comparison above is not between two initial states).
+    initial = checkpoints.load_variables(initial_variables)["params"]
+    moved = max(
+        float(np.abs(np.asarray(x) - y).max())
+        for x, y in zip(jax.tree.leaves(state8["params"]), jax.tree.leaves(initial), strict=True)
+    )
+    assert moved > 1e-3
+
+
+def test_two_accumulated_half_batches_equal_one_full_batch(
+    eight_device_run, initial_variables, clips, tmp_path, monkeypatch
+):
+    _, state_full, history_full = eight_device_run
+    config = tiny_config(init_from=initial_variables, grad_accum_steps=2, mesh=(("data", 4),))
+    state, history = run(config, tmp_path, monkeypatch, clips)
+    assert abs(history[0]["loss"] - history_full[0]["loss"]) <= 1e-5
+    assert abs(history[0]["grad_norm"] - history_full[0]["grad_norm"]) <= 1e-5
+    _assert_trees_close(state_full["params"], jax.device_get(state["params"]), atol=1e-5)
+
+
+def test_stage_two_starts_from_the_checkpoint_of_stage_one(eight_device_run, tmp_path, monkeypatch):
+    stage1_dir, stage1_state, _ = eight_device_run
+    config = tiny_config(init_from=str(stage1_dir), num_train_steps=0)
+    config.stage = "main"
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 1e-5
+    state, history = run(config, tmp_path, monkeypatch, clips=render_clips(1))
+    assert history == []
+    assert int(state["step"]) == 0  # a new stage counts its own steps
+    _assert_trees_close(stage1_state["params"], jax.device_get(state["params"]), atol=0)
+    # A fresh Adam state: zero moments and count.
+    for leaf in jax.tree.leaves(state["opt_state"]):
+        assert not np.any(np.asarray(leaf))
+
+
+def test_a_nan_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint(
+    initial_variables, clips, tmp_path, monkeypatch
+):
+    config = tiny_config(init_from=initial_variables, num_train_steps=4)
+    with pytest.raises(train.NonFiniteError, match="step 3: loss=nan"):
+        run(config, tmp_path, monkeypatch, clips, nan_at_step=3)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+    restored = checkpoints.load_variables(tmp_path)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored))
+
+
+def test_the_tiny_model_overfits_one_synthetic_clip(tmp_path, monkeypatch):
+    config = tiny_config(
+        batch_size=1,
+        num_train_steps=100,
+        checkpoint_every_steps=1000,
+        mesh=(("data", 1),),
+    )
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 1e-3
+    _, history = run(config, tmp_path, monkeypatch, render_clips(1, seed=3))
+    loss = [h["loss"] for h in history]
+    assert len(loss) == 100
+    assert min(loss[-5:]) < loss[0] / 10, loss[::10]
+
+
+def _losses_in_events(workdir) -> dict[int, list[float]]:
+    """step -> every "loss" scalar in the TensorBoard event files of `workdir`."""
+    import tensorflow as tf
+
+    out = {}
+    for name in os.listdir(workdir):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+            for value in event.summary.value:
+                if value.tag == "loss":
+                    out.setdefault(event.step, []).append(float(tf.make_ndarray(value.tensor)))
+    return out
+
+
+def test_a_run_killed_after_its_second_checkpoint_resumes_with_the_same_losses(tmp_path):
+    steps = 6
+    data_dir = tmp_path / "data"
+    env = dict(
+        os.environ,
+        XLA_FLAGS="",  # one CPU device: the subprocesses are about resuming, not sharding
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+
+    def command(workdir):
+        return [
+            sys.executable, "-m", "lcm_jax.main",
+            "--config", "configs/lcm.py:stage=main,data=synthetic,runlocal=True",
+            f"--workdir={workdir}",
+            f"--config.num_train_steps={steps}",
+            "--config.checkpoint_every_steps=2",
+            "--config.eval_every_steps=0",
+            f"--config.data.manual_dir={data_dir / 'raw'}",
+            f"--config.data.data_dir={data_dir / 'tfds'}",
+            "--config.data.synthetic.num_videos=2",
+            "--config.data.synthetic.num_frames=6",
+        ]  # fmt: skip
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), env=env, cwd=repo, check=True, capture_output=True)
+    expected = _losses_in_events(reference)
+    assert sorted(expected) == list(range(1, steps + 1))
+
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        command(workdir), env=env, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    second = workdir / "checkpoints" / "4"
+    while not second.is_dir() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    restarted = subprocess.run(
+        command(workdir), env=env, cwd=repo, check=True, capture_output=True, text=True
+    )
+    resumed_at = re.search(r"Resuming from \S+ at step (\d+)", restarted.stderr)
+    assert resumed_at and int(resumed_at.group(1)) >= 4
+
+    found = _losses_in_events(workdir)
+    assert sorted(found) == list(range(1, steps + 1))
+    for step, values in found.items():
+        assert values == expected[step] * len(values), step
+
+
+def _snapshot(path) -> dict[str, tuple[int, int]]:
+    return {
+        os.path.join(root, f): (os.stat(os.path.join(root, f)).st_size,
+                                os.stat(os.path.join(root, f)).st_mtime_ns)
+        for root, _, files in os.walk(path)
+        for f in files
+    }  # fmt: skip
+
+
+def test_unknown_config_fields_are_rejected_before_anything_is_written(tmp_path):
+    config = tiny_config()
+    config.learning_rate = 0.1
+    config.optimizer.lr = 0.1
+    with pytest.raises(train.ConfigError, match=r"config\.learning_rate.*config\.optimizer\.lr"):
+        train.train_and_evaluate(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_batch_that_does_not_divide_over_the_devices_is_rejected(tmp_path):
+    with pytest.raises(train.ConfigError, match=r"batch_size=12 does not divide over 8 devices"):
+        train.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_init_from_that_does_not_exist_is_rejected(tmp_path):
+    config = tiny_config(init_from=str(tmp_path / "nowhere"))
+    with pytest.raises(train.ConfigError, match=r"init_from=.*nowhere.* does not exist"):
+        train.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_an_init_from_of_another_model_lists_the_mismatched_parameters(initial_variables, tmp_path):
+    config = tiny_config(init_from=initial_variables)
+    config.model.use_pgm = False
+    config.model.orm_reduction = 8  # SE bottleneck: value_dim 64 / 8 = 8, the file has 64 / 16
+    with pytest.raises(train.ConfigError) as e:
+        train.train_and_evaluate(config, str(tmp_path / "w"))
+    message = str(e.value)
+    # PGM off: its f_n (kernel, bias) and both local-key heads (2 x kernel, bias) are extra;
+    # ORM: fc1 kernel and bias, fc2 kernel change shape (fc2's bias stays [64]).
+    assert "(9 mismatched parameters)" in message
+    assert "params/query_proj/key_l/kernel: not in the model, found (3, 3, 32, 16)" in message
+    assert "params/orm/fc1/kernel: expected (64, 8), found (64, 4)" in message
+    assert "params/orm/fc2/kernel: expected (8, 64), found (4, 64)" in message
+    assert "params/pgm/f_n/kernel: not in the model, found (1, 1, 16, 16)" in message
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_workdir_of_another_model_is_rejected_and_left_untouched(eight_device_run):
+    workdir, _, _ = eight_device_run
+    before = _snapshot(workdir)
+    config = tiny_config(num_train_steps=3)
+    config.model.backbone = "resnet34"  # more blocks than the checkpoint's ResNet-18
+    with pytest.raises(train.ConfigError, match=r"checkpoint 1 in .* does not match") as e:
+        train.train_and_evaluate(config, str(workdir))
+    assert (
+        "params/memory_encoder/layer1_2/conv1/kernel: expected (3, 3, 8, 8), found nothing"
+        in str(e.value)
+    )
+    assert _snapshot(workdir) == before
