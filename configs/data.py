@@ -55,7 +55,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:
         c.manual_dir = os.path.join(home, "data", "vos")
         c.data_dir = os.path.join(home, "tensorflow_datasets")
-    c.davis_resolution = "480p"  # davis2017_vos config: "480p" | "full_resolution"
+    c.davis_resolution = "480p"  # DAVIS config: "480p" | "full_resolution"
+    # "davis2017_vos": this package's builder (from manual_dir/DAVIS); "davis": tfds's own
+    # `davis` set, prepared by the user in data_dir (read into memory).
+    c.davis_builder = "davis2017_vos"
     c.youtube_version = "2019"  # youtube_vos config: "2018" | "2019"
     # Prepare a missing builder from manual_dir on first use (single host; with several hosts run
     # input_pipeline.prepare first). For "synthetic", also generate manual_dir when it is missing.

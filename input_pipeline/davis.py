@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from input_pipeline import (
+    sources,
     tf_setup,  # noqa: F401
     video_io,
     vos_format,
@@ -111,3 +112,13 @@ def from_tfds_davis(example: dict) -> dict:
         "presence": presence,
         "boxes": boxes,
     }
+
+
+def tfds_davis_records(split: str, *, data_dir: str | None, resolution: str = "480p") -> list:
+    """Clip-builder records (`input_pipeline.sources`) of tfds's own `davis/<resolution>` set.
+
+    The user prepares it (`tfds.builder("davis/480p").download_and_prepare()`); its splits are
+    "train" and "validation". The videos are held in memory (JPEG frames, PNG label maps).
+    """
+    dataset = tfds.load(f"davis/{resolution}", split=split, data_dir=data_dir, download=False)
+    return [sources.record_from_arrays(from_tfds_davis(e)) for e in tfds.as_numpy(dataset)]

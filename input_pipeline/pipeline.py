@@ -75,6 +75,13 @@ def load_source(config: ml_collections.ConfigDict) -> Sequence:
         synthetic.generate(manual, **config.synthetic.to_dict(), progress=False)
     parts = []
     for dataset in _datasets(config):
+        if dataset == "davis17" and config.davis_builder == "davis":
+            parts.append(
+                davis.tfds_davis_records(
+                    "train", data_dir=config.data_dir, resolution=config.davis_resolution
+                )
+            )
+            continue
         builder = get_builder(dataset, config.data_dir, config)
         if not builder.is_prepared():
             if not config.prepare_if_missing:

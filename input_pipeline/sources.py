@@ -3,7 +3,8 @@
 A source is a sequence of *records*; a record is a dict (NumPy / Python values):
     name           str
     frames         list[bytes] [T]      encoded JPEG/PNG frames
-    segmentations  list[bytes] [T]      encoded PNG label maps (object ids, 255 void)
+    segmentations  list[bytes] [T]      encoded grey ('L') PNG label maps (object ids, 255 void;
+                                        never palette PNGs: TF would decode their colours)
     annotated      bool [T]
     object_ids     int32 [K]
     presence       bool [T, K]
@@ -146,11 +147,19 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def encode_jpeg(frame: np.ndarray, quality: int = 95) -> bytes:
+    """uint8 [H, W, 3] -> JPEG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(frame, np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def record_from_arrays(video: dict) -> dict:
-    """A decoded `vos_format` example (e.g. `davis.from_tfds_davis`) -> record (PNG-encoded)."""
+    """A decoded `vos_format` example (e.g. `davis.from_tfds_davis`) -> record (JPEG frames,
+    grey PNG label maps)."""
     return {
         "name": video["video_name"],
-        "frames": [encode_png(f) for f in video["frames"]],
+        "frames": [encode_jpeg(f) for f in video["frames"]],
         "segmentations": [encode_png(s) for s in video["segmentations"]],
         "annotated": np.asarray(video["annotated"], bool),
         "object_ids": np.asarray(video["object_ids"], np.int32),

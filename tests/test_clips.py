@@ -9,7 +9,7 @@ from PIL import Image
 from scipy import ndimage
 
 from configs import data as data_configs
-from input_pipeline import clips, pipeline, sources, testing
+from input_pipeline import clips, davis, pipeline, sources, synthetic, testing
 from input_pipeline.synthetic import OBJECT_COLOURS
 from input_pipeline.tf_setup import tf
 from input_pipeline.video_io import DatasetError
@@ -290,3 +290,45 @@ def test_unusable_videos_are_skipped_and_counted_and_void_pixels_belong_to_no_ob
     )
     with pytest.raises(DatasetError, match="no video"):
         _take([short, empty], cfg, 1, batch_size=1)
+
+
+def test_tfds_own_davis_set_feeds_the_same_clip_builders(monkeypatch):
+    videos = []
+    for i in range(2):
+        frames, labels = synthetic.render_video(
+            np.random.default_rng(i), num_frames=6, height=64, width=80
+        )
+        videos.append(
+            {
+                "metadata": {"video_name": f"v{i}", "num_frames": 6},
+                "video": {"frames": frames, "segmentations": labels[..., None]},
+            }
+        )
+
+    def fake_load(name, *, split, data_dir, download):
+        assert (name, split, download) == ("davis/480p", "train", False)
+        return tf.data.Dataset.from_generator(
+            lambda: iter(videos),
+            output_signature={
+                "metadata": {
+                    "video_name": tf.TensorSpec([], tf.string),
+                    "num_frames": tf.TensorSpec([], tf.int32),
+                },
+                "video": {
+                    "frames": tf.TensorSpec([6, 64, 80, 3], tf.uint8),
+                    "segmentations": tf.TensorSpec([6, 64, 80, 1], tf.uint8),
+                },
+            },
+        )
+
+    monkeypatch.setattr(davis.tfds, "load", fake_load)
+    cfg = data_configs.get_config("davis,main,tiny")
+    cfg.davis_builder = "davis"
+    it = pipeline.create_train_iterator(
+        cfg, stage="main", batch_size=4, seed=0, process_index=0, process_count=1
+    )
+    batch = next(it)
+    assert batch["valid"].any(axis=1).all()
+    for b, t in itertools.product(range(4), range(3)):
+        for o in np.flatnonzero(batch["valid"][b]):
+            assert batch["masks"][b, t, o].any()  # objects present in all three frames

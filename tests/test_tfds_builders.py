@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from input_pipeline import davis, pipeline, sources, static_images, testing, video_io
+from input_pipeline import davis, pipeline, prepare, sources, static_images, testing, video_io
 from input_pipeline.video_io import DatasetError
 
 
@@ -216,3 +216,14 @@ def test_tfds_davis_examples_convert_to_the_shared_format():
     np.testing.assert_array_equal(converted["presence"][:, 0], [False, True, False])
     np.testing.assert_array_equal(converted["boxes"][1, 0], [1, 2, 3, 4])
     np.testing.assert_array_equal(converted["first_frames"], [1])
+
+
+def test_prepare_cli_builds_a_set_in_the_data_dir(prepared, tmp_path):
+    raw, _ = prepared
+    argv = ["--dataset", "static", "--manual_dir", str(raw / "static"), "--data_dir", str(tmp_path)]
+    prepare.main(argv)
+    builder = pipeline.get_builder("static", str(tmp_path))
+    assert builder.is_prepared()
+    assert builder.info.splits["train"].num_examples == testing.TINY["num_static"]
+    with pytest.raises(ValueError, match="--dataset"):
+        prepare.main(["--dataset", "davis16", "--manual_dir", "x", "--data_dir", "y"])
