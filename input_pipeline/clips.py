@@ -176,7 +176,8 @@ def plan_clip(record: dict, stage: str, rng: np.random.Generator, cfg) -> ClipPl
         return candidates
     object_ids, valid = _choose_objects(rng, candidates, record, cfg.max_objects)
     columns = np.searchsorted(record["object_ids"], object_ids[valid])
-    boxes = record["boxes"][frames][:, columns].reshape(-1, 4)
+    present = record["presence"][frames][:, columns]  # [3, n]; absent boxes are zeros
+    boxes = record["boxes"][frames][:, columns][present]
     union = np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])
     crop_hw = tuple(cfg.crop)
     image_hw = sources.image_size(record["frames"][int(frames[0])])

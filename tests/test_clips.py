@@ -112,6 +112,22 @@ def test_gaussian_blur_matches_scipy():
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-4)
 
 
+def _check_crop_holds_the_objects(clip, record, crop):
+    """When the clip's union box fits in the crop (scale 1), every object pixel of the three
+    source frames is in the crop: the mask areas are equal. Returns whether it fitted."""
+    objects = np.flatnonzero(clip["valid"])
+    frames = clip["frame_indices"]
+    source = {o: [_labels(record, t) == clip["object_ids"][o] for t in frames] for o in objects}
+    ys, xs = np.nonzero(np.any([m for o in objects for m in source[o]], 0))
+    fits = np.ptp(ys) < crop[0] and np.ptp(xs) < crop[1]
+    for o in objects:
+        for t in range(3):
+            area = clip["masks"][t, o].sum()
+            assert area == source[o][t].sum() if fits else area > 0 or not source[o][t].any()
+    assert not clip["masks"][:, ~clip["valid"]].any()
+    return fits
+
+
 def test_main_clips_hold_objects_present_in_all_three_frames_whole_inside_the_crop(videos):
     cfg = _config("main")
     out = _take(videos, cfg, 32)
@@ -122,20 +138,10 @@ def test_main_clips_hold_objects_present_in_all_three_frames_whole_inside_the_cr
         assert len(set(frames.tolist())) == 3
         unsorted += not np.all(np.diff(frames) > 0)
         assert clip["valid"].any()
-        objects = np.flatnonzero(clip["valid"])
-        source = {o: [_labels(record, t) == clip["object_ids"][o] for t in frames] for o in objects}
-        ys, xs = np.nonzero(np.any([m for o in objects for m in source[o]], 0))
-        fits = np.ptp(ys) < cfg.crop[0] and np.ptp(xs) < cfg.crop[1]  # union box of the clip
-        for o in objects:
-            assert all(m.any() for m in source[o])  # present in all three frames
-            for t in range(3):
-                area = clip["masks"][t, o].sum()
-                if fits:  # scale 1: the crop holds every pixel of every object
-                    assert area == source[o][t].sum()
-                    fitted += 1
-                else:
-                    assert area > 0
-        assert not clip["masks"][:, ~clip["valid"]].any()
+        for o in np.flatnonzero(clip["valid"]):
+            for t in frames:  # present in all three frames
+                assert (_labels(record, t) == clip["object_ids"][o]).any()
+        fitted += _check_crop_holds_the_objects(clip, record, cfg.crop)
     assert unsorted > 0  # the order is shuffled
     assert fitted > 10
 
@@ -143,6 +149,7 @@ def test_main_clips_hold_objects_present_in_all_three_frames_whole_inside_the_cr
 def test_sequence_clips_are_in_time_order_with_skips_in_bounds(videos):
     cfg = _config("sequence", min_skip=1, max_skip=2)
     out = _take(videos, cfg, 32)
+    fitted = 0
     gaps = np.diff(out["frame_indices"], axis=1)
     assert gaps.min() >= 1 and gaps.max() <= 2
     assert (gaps == 2).any() and (gaps == 1).any()
@@ -152,6 +159,8 @@ def test_sequence_clips_are_in_time_order_with_skips_in_bounds(videos):
         for o in np.flatnonzero(clip["valid"]):
             assert (first == clip["object_ids"][o]).any()  # objects of the first frame
             assert clip["masks"][0, o].any()
+        fitted += _check_crop_holds_the_objects(clip, record, cfg.crop)
+    assert fitted > 10
 
 
 @pytest.mark.parametrize("stage", ["main", "pretrain"])
@@ -307,18 +316,17 @@ def test_tfds_own_davis_set_feeds_the_same_clip_builders(monkeypatch):
 
     def fake_load(name, *, split, data_dir, download):
         assert (name, split, download) == ("davis/480p", "train", False)
-        return tf.data.Dataset.from_generator(
-            lambda: iter(videos),
-            output_signature={
+        return tf.data.Dataset.from_tensor_slices(
+            {
                 "metadata": {
-                    "video_name": tf.TensorSpec([], tf.string),
-                    "num_frames": tf.TensorSpec([], tf.int32),
+                    "video_name": np.array([v["metadata"]["video_name"] for v in videos]),
+                    "num_frames": np.array([6, 6], np.int32),
                 },
                 "video": {
-                    "frames": tf.TensorSpec([6, 64, 80, 3], tf.uint8),
-                    "segmentations": tf.TensorSpec([6, 64, 80, 1], tf.uint8),
+                    key: np.stack([v["video"][key] for v in videos])
+                    for key in ("frames", "segmentations")
                 },
-            },
+            }
         )
 
     monkeypatch.setattr(davis.tfds, "load", fake_load)
