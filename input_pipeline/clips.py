@@ -4,7 +4,9 @@ Stages (`shared/design/lcm-spec.md`, "Training"):
 - pretrain: one static image and two random affine copies of it (translate, rotate, zoom,
   shear) with Gaussian blur; `crop` = 384x384.
 - main: three distinct annotated frames at any interval, order shuffled; only the objects
-  present in all three; `crop` = 384x640 (HxW) around the union box of those objects.
+  present in all three; `crop` = 384x640 (HxW) around the union box of those objects. The
+  frames are drawn among those of a random object present in at least three frames, so that
+  every clip keeps at least that object.
 - sequence: three annotated frames in time order, each gap drawn from [min_skip, max_skip];
   the objects present in the first frame; same crop as main.
 

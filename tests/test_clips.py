@@ -340,3 +340,13 @@ def test_tfds_own_davis_set_feeds_the_same_clip_builders(monkeypatch):
     for b, t in itertools.product(range(4), range(3)):
         for o in np.flatnonzero(batch["valid"][b]):
             assert batch["masks"][b, t, o].any()  # objects present in all three frames
+
+
+def test_colour_jitter_changes_the_frames_and_leaves_the_geometry_alone(videos):
+    plain = _take(videos, _config("main"), 8)
+    jittered = _take(videos, _config("main", color_jitter=True, brightness=0.2), 8)
+    np.testing.assert_array_equal(plain["masks"], jittered["masks"])
+    np.testing.assert_array_equal(plain["frame_indices"], jittered["frame_indices"])
+    difference = np.abs(plain["frames"] - jittered["frames"]).mean(axis=(2, 3, 4))  # [B, 3]
+    assert (difference > 1e-3).all()  # every frame is jittered ...
+    assert (np.ptp(difference, axis=1) > 1e-4).all()  # ... with its own draw
