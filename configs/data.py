@@ -71,6 +71,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.synthetic.height = 128
     c.synthetic.width = 128
     c.synthetic.seed = 0
+    # Difficulty knobs: any field of input_pipeline.synthetic.Difficulty (defaults there).
+    c.synthetic.difficulty = ml_collections.ConfigDict()
+    c.synthetic.difficulty.max_objects = 3  # targets per video (1-5)
+    c.synthetic.difficulty.num_distractors = 1  # unannotated look-alikes of targets
+    c.synthetic.difficulty.leave_prob = 0.25  # an object's path leaves the frame and returns
+    c.synthetic.difficulty.late_start_prob = 0.3  # (YouTube layout) an object appears mid-video
 
     # Clip shape. crop is (H, W): 384x384 for pretrain, the paper's 640x384 (WxH) otherwise.
     c.crop = (384, 384) if stage == "pretrain" else (384, 640)

@@ -72,7 +72,9 @@ def load_source(config: ml_collections.ConfigDict) -> Sequence:
         if not config.prepare_if_missing:
             raise ValueError(f"synthetic manual_dir {str(manual)!r} does not exist")
         logging.info("generating synthetic data in %s", manual)
-        synthetic.generate(manual, **config.synthetic.to_dict(), progress=False)
+        knobs = config.synthetic.to_dict()
+        difficulty = synthetic.Difficulty(**knobs.pop("difficulty"))
+        synthetic.generate(manual, **knobs, difficulty=difficulty, progress=False)
     parts = []
     for dataset in _datasets(config):
         if dataset == "davis17" and config.davis_builder == "davis":

@@ -350,3 +350,21 @@ def test_colour_jitter_changes_the_frames_and_leaves_the_geometry_alone(videos):
     difference = np.abs(plain["frames"] - jittered["frames"]).mean(axis=(2, 3, 4))  # [B, 3]
     assert (difference > 1e-3).all()  # every frame is jittered ...
     assert (np.ptp(difference, axis=1) > 1e-4).all()  # ... with its own draw
+
+
+def test_a_missing_synthetic_set_is_generated_and_prepared_with_its_difficulty(tmp_path):
+    cfg = data_configs.get_config("synthetic,pretrain,tiny")
+    cfg.manual_dir, cfg.data_dir = str(tmp_path / "raw"), str(tmp_path / "tfds")
+    cfg.synthetic.update(num_videos=2, num_frames=4)
+    cfg.synthetic.difficulty.max_objects = 1
+    cfg.prepare_if_missing = False
+    with pytest.raises(ValueError, match="raw.*does not exist"):
+        pipeline.create_train_iterator(cfg, stage="pretrain", batch_size=2, seed=0)
+    cfg.prepare_if_missing = True
+    batch = next(
+        pipeline.create_train_iterator(
+            cfg, stage="pretrain", batch_size=2, seed=0, process_index=0, process_count=1
+        )
+    )
+    assert (tmp_path / "raw/DAVIS/ImageSets/2017/train.txt").is_file()
+    np.testing.assert_array_equal(batch["valid"].sum(1), [1, 1])  # one target per image
