@@ -62,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.youtube_version = "2019"  # youtube_vos config: "2018" | "2019"
     # Prepare a missing builder from manual_dir on first use (single host; with several hosts run
     # input_pipeline.prepare first). For "synthetic", also generate manual_dir when it is missing.
+    # A prepared set is reused as it is: delete manual_dir and data_dir to regenerate.
     c.prepare_if_missing = True
 
     # Synthetic generator (used only when name == "synthetic" and manual_dir is missing).
