@@ -73,6 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base.get_config()
     c.stage = arg.stage
     c.model = model_configs.get_config("tiny" if arg.runlocal else "paper")
+    if not arg.runlocal:
+        c.model.dtype = "bfloat16"  # compute dtype on accelerators; parameters stay float32
     c.data = data_configs.get_config(f"{data},{arg.stage}" + (",tiny" if arg.runlocal else ""))
     c.optimizer.name, c.optimizer.learning_rate = _OPTIMIZER[arg.stage]
     c.batch_size = 8
