@@ -185,6 +185,57 @@ def test_stage_two_starts_from_the_checkpoint_of_stage_one(eight_device_run, tmp
         assert not np.any(np.asarray(leaf))
 
 
+def _torchvision_name(module: tuple[str, ...]) -> str:
+    """("layer1_0", "downsample_conv") -> "layer1.0.downsample.0" (torchvision's names)."""
+    parts = []
+    for p in module:
+        if p.startswith("layer"):
+            parts += p.split("_")
+        else:
+            parts += {
+                "downsample_conv": ["downsample", "0"],
+                "downsample_bn": ["downsample", "1"],
+            }.get(p, [p])
+    return ".".join(parts)
+
+
+def test_a_torchvision_state_dict_initialises_both_encoders(
+    initial_variables, tmp_path, monkeypatch
+):
+    import torch
+
+    fresh = checkpoints.load_variables(initial_variables)
+    rng = np.random.default_rng(0)
+    state_dict, expected = {}, {}
+    torch_names = {"kernel": "weight", "scale": "weight", "bias": "bias"}
+    torch_names.update(mean="running_mean", var="running_var")
+    for col in ("params", "batch_stats"):
+        flat = jax.tree_util.tree_flatten_with_path(fresh[col]["query_encoder"])[0]
+        for path, leaf in flat:
+            *module, name = (k.key for k in path)
+            value = rng.uniform(0.5, 1.5, size=leaf.shape).astype(np.float32)
+            torch_value = value.transpose(3, 2, 0, 1) if name == "kernel" else value
+            key = f"{_torchvision_name(tuple(module))}.{torch_names[name]}"
+            state_dict[key] = torch.from_numpy(np.ascontiguousarray(torch_value))
+            expected[(col, *module, name)] = value
+    state_dict["fc.weight"] = torch.zeros(1000, 64)  # unused by LCM
+    torch.save(state_dict, tmp_path / "resnet18.pth")
+
+    config = tiny_config(init_from=str(tmp_path / "resnet18.pth"), num_train_steps=0)
+    state, _ = run(config, tmp_path / "w", monkeypatch, clips=render_clips(1))
+    state = jax.device_get(state)
+    for (col, *path), value in expected.items():
+        for encoder in ("query_encoder", "memory_encoder"):
+            leaf = state[col][encoder]
+            for k in path:
+                leaf = leaf[k]
+            np.testing.assert_array_equal(leaf, value, err_msg=f"{col}/{encoder}/{path}")
+    for stem in ("conv1_m", "conv1_o"):
+        assert not np.any(state["params"]["memory_encoder"][stem]["kernel"])
+    # Layers that ImageNet does not have keep the fresh initialisation (same seed).
+    _assert_trees_close(fresh["params"]["decoder"], state["params"]["decoder"], atol=0)
+
+
 def test_a_nan_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint(
     initial_variables, clips, tmp_path, monkeypatch
 ):
