@@ -231,6 +231,19 @@ def test_cli_round_trip_torch_to_orbax_to_torch_is_exact(tmp_path):
             assert torch.equal(back[k], v), k
 
 
+def test_cli_converts_an_stm_release_into_a_model_without_pgm_and_orm(tmp_path, capsys):
+    tnet = tl.build_torch_model(tiny_config(use_pgm=False, use_orm=False))
+    torch.save(stm_release(tnet), tmp_path / "stm.pth")
+    args = ("--from", "torch", "--to", "orbax", tmp_path / "stm.pth", tmp_path / "ck")
+    assert run_cli(*args, "--layout", "stm") == 0
+    assert "use_pgm=False, use_orm=False" in capsys.readouterr().out
+    params = checkpoints.load_variables(tmp_path / "ck")["params"]
+    assert "pgm" not in params and "orm" not in params
+    np.testing.assert_array_equal(
+        params["memory_proj"]["key_g"]["bias"], tnet.memory_proj.key_g.bias.detach().numpy()
+    )
+
+
 class NotATensor:
     pass
 
