@@ -106,8 +106,17 @@ def load_variables(path: str | os.PathLike) -> dict:
 
 
 def _restore(path: Path) -> Any:
+    """Restores every leaf as a host NumPy array, whatever devices and sharding it was saved
+    from (a checkpoint of an 8-GPU run loads on a laptop)."""
+    checkpointer = ocp.PyTreeCheckpointer()
     try:
-        tree = ocp.StandardCheckpointer().restore(path)
+        metadata = checkpointer.metadata(path)
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        restored = checkpointer.restore(
+            path, args=ocp.args.PyTreeRestore(restore_args=restore_args)
+        )
     except Exception as e:  # orbax raises many types for foreign or damaged directories
         raise CheckpointError(f"cannot restore an Orbax checkpoint from {path}: {e}") from e
-    return jax.tree.map(np.asarray, tree)
+    return jax.tree.map(np.asarray, restored)

@@ -2,6 +2,9 @@
 
 import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,6 +21,7 @@ from lcm_jax.interop import torch_lcm as tl
 from lcm_jax.model import MemoryPool, PrevFrame, Reference, build_model
 
 H = W = 64
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides) -> dict:
@@ -317,6 +321,23 @@ def test_load_variables_reads_the_latest_step_of_a_training_workdir(tmp_path):
     np.testing.assert_array_equal(
         back["params"]["conv"]["kernel"], v["params"]["conv"]["kernel"] + 20
     )
+
+
+def test_a_workdir_saved_sharded_over_8_devices_loads_in_a_single_device_process(tmp_path):
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    kernel = jax.device_put(np.arange(16, dtype=np.float32).reshape(8, 2), sharding)
+    state = {"step": 1, "params": {"k": kernel}, "batch_stats": {}, "opt_state": {"mu": kernel}}
+    manager = ocp.CheckpointManager(tmp_path / "wd" / "checkpoints")
+    manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+    manager.wait_until_finished()
+    code = (
+        "from lcm_jax.checkpoints import load_variables; import jax, numpy as np; "
+        f"v = load_variables({str(tmp_path / 'wd')!r}); assert jax.device_count() == 1; "
+        "np.testing.assert_array_equal(v['params']['k'], np.arange(16.0).reshape(8, 2))"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
 
 
 def test_load_variables_names_a_missing_or_foreign_path(tmp_path):
