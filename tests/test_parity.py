@@ -256,3 +256,21 @@ def test_flax_to_torch_to_flax_round_trip_is_bit_exact():
     for path, leaf in flat_a:
         other = flat_b[path]
         assert other.dtype == np.float32 and np.array_equal(np.asarray(leaf), other), path
+
+
+def test_unfrozen_batchnorm_in_training_normalises_with_batch_statistics_as_torch():
+    tnet, net, variables = pair(seed=14, frozen_bn=False)
+    frames, masks, valid = clip_inputs(seed=14)
+    tnet.train()
+    assert all(m.training for m in tnet.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        t_logits = tnet(*map(torch.from_numpy, (frames, masks, valid))).numpy()
+    f_logits, _ = jax.jit(lambda v, *a: net.apply(v, *a, train=True, mutable=["batch_stats"]))(
+        variables, frames, masks, valid
+    )
+    real = np.concatenate([np.ones((B, 1), bool), valid], axis=1)[:, None, :, None, None]
+    real = np.broadcast_to(real, t_logits.shape)
+    assert rel_err(np.asarray(f_logits)[real], t_logits[real]) <= FWD_TOL
+    with torch.no_grad():  # running statistics would give other logits: the check has teeth
+        eval_logits = tnet.eval()(*map(torch.from_numpy, (frames, masks, valid))).numpy()
+    assert rel_err(eval_logits[real], t_logits[real]) > 1e-3
