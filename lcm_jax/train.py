@@ -260,18 +260,20 @@ def train_and_evaluate(
     tx, schedule = make_optimizer(config)
     n_obj = config.model.max_objects
 
-    def init_variables(rng: jax.Array) -> dict[str, Any]:
+    # Randomness is a function of config.seed: parameters from key(seed), step s from
+    # fold_in(key(seed), s). Keys are made inside the jitted functions (no host-local inputs).
+    def init_variables() -> dict[str, Any]:
         s = _INIT_SIZE
         variables = net.init(
-            rng,
+            jax.random.key(config.seed),
             jnp.zeros((1, 3, s, s, 3)),
             jnp.zeros((1, 3, n_obj, s, s)),
             jnp.ones((1, n_obj), bool),
         )
         return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-    def init_state(rng: jax.Array) -> dict[str, Any]:
-        variables = init_variables(rng)
+    def init_state() -> dict[str, Any]:
+        variables = init_variables()
         return new_state(variables["params"], variables["batch_stats"])
 
     def new_state(params, batch_stats) -> dict[str, Any]:
@@ -283,8 +285,7 @@ def train_and_evaluate(
         }
 
     # ---------------------------------------------------------------- Shard
-    rng = jax.random.key(config.seed)
-    abstract_state = jax.eval_shape(init_state, rng)
+    abstract_state = jax.eval_shape(init_state)
     state_shardings = jax.tree.map(state_sharding_rule(mesh), abstract_state)
     abstract_sharded = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -311,11 +312,11 @@ def train_and_evaluate(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def train_step(state, batch, rng):
+    def train_step(state, batch):
         """One optimiser update on the global batch: `accum` micro-batches, their gradients
         averaged in float32 (the update of the whole batch at once)."""
         step = state["step"]
-        step_rng = jax.random.fold_in(rng, step)
+        step_rng = jax.random.fold_in(jax.random.key(config.seed), step)
         bootstrap_p = 1.0
         if config.loss.bootstrap:
             bootstrap_p = losses.bootstrap_fraction(
@@ -368,7 +369,7 @@ def train_and_evaluate(
 
     train_step = jax.jit(
         train_step,
-        in_shardings=(state_shardings, batch_sharding, replicated),
+        in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,),
     )
@@ -410,7 +411,7 @@ def train_and_evaluate(
         variables = _load_init_from(
             config.init_from,
             abstract_variables,
-            fresh_variables=lambda: jax.device_get(jax.jit(init_variables)(rng)),
+            fresh_variables=lambda: jax.device_get(jax.jit(init_variables)()),
         )
         variables = jax.tree.map(
             lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i, x=x: x[i]),
@@ -423,7 +424,7 @@ def train_and_evaluate(
         start_step = 0
         logging.info("Initialised from %s.", config.init_from)
     else:
-        state = jax.jit(init_state, out_shardings=state_shardings)(rng)
+        state = jax.jit(init_state, out_shardings=state_shardings)()
         start_step = 0
 
     def save(step: int) -> None:
@@ -442,7 +443,9 @@ def train_and_evaluate(
         )
 
     # ---------------------------------------------------------------- Eval
-    # A held-out loss: plain CE on a fixed set of clips drawn with eval_data_seed.
+    # An eval loss: plain CE on a fixed set of clips drawn with eval_data_seed. They come from
+    # the training videos (create_train_iterator has no held-out split); J&F on the
+    # validation videos is lcm_jax/evaluate.py's job.
     @functools.partial(
         jax.jit, in_shardings=(state_shardings, batch_sharding), out_shardings=replicated
     )
@@ -472,8 +475,12 @@ def train_and_evaluate(
     progress = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer
     )
+    # Preemption: one process catches SIGTERM itself; with several, JAX's preemption sync
+    # point (its own SIGTERM handler, via manager.reached_preemption) makes all stop together.
     preempted = []
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+    single_process = jax.process_count() == 1
+    if single_process:
+        previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
     train_iter = input_iterator(config.data_seed, start_step)
     pending = None  # (step, metrics) whose finiteness is not checked yet
     history = []
@@ -497,7 +504,7 @@ def train_and_evaluate(
     try:
         for step in range(start_step + 1, config.num_train_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, metrics = train_step(state, next(train_iter), rng)
+                state, metrics = train_step(state, next(train_iter))
             # Check the previous step now (the current one is already dispatched).
             if pending is not None:
                 check_finite(*pending)
@@ -524,7 +531,8 @@ def train_and_evaluate(
         if pending is not None:
             check_finite(*pending)
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if single_process:
+            signal.signal(signal.SIGTERM, previous_handler)
         manager.wait_until_finished()
         manager.close()
         writer.close()
