@@ -465,9 +465,9 @@ def train_and_evaluate(
         loss = np.mean([float(r[0]) for r in results])
         per_frame = np.mean([np.asarray(r[1]) for r in results], axis=0)
         return {
-            "eval_loss": loss,
-            "eval_loss_frame1": per_frame[0],
-            "eval_loss_frame2": per_frame[1],
+            "eval_loss": float(loss),
+            "eval_loss_frame1": float(per_frame[0]),
+            "eval_loss_frame2": float(per_frame[1]),
         }
 
     # ---------------------------------------------------------------- Loop
