@@ -16,6 +16,11 @@ Run the paper's three stages, each starting from the previous one's workdir:
   python -m lcm_jax.main --config configs/lcm.py:stage=sequence,data=davis+youtube \
       --workdir $W/sequence --config.init_from=$W/main
 
+Score a trained workdir on DAVIS 2017 val (J&F):
+
+  python -m lcm_jax.evaluate --dataset davis --root data/DAVIS --split val \
+      --checkpoint $W/sequence --out results/davis_val
+
 A quick local run on synthetic videos (CPU, minutes):
 
   python -m lcm_jax.main --config configs/lcm.py:stage=main,data=synthetic,runlocal=True \

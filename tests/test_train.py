@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from configs import lcm as lcm_configs
 from configs import model as model_configs
 from input_pipeline import synthetic
 from lcm_jax import checkpoints, train
@@ -407,3 +408,28 @@ def test_a_workdir_of_another_model_is_rejected_and_left_untouched(eight_device_
         in str(e.value)
     )
     assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize(
+    "arg, optimizer, learning_rate, crop",
+    [
+        ("stage=pretrain", "adam", 5e-4, (384, 384)),
+        ("stage=main,data=davis", "adam", 1e-5, (384, 640)),
+        ("stage=sequence,data=davis+youtube", "sgd", 3e-4, (384, 640)),
+    ],
+)
+def test_each_stage_config_has_the_papers_optimiser_and_crop(arg, optimizer, learning_rate, crop):
+    config = lcm_configs.get_config(arg)
+    train.check_config(config)
+    assert (config.optimizer.name, config.optimizer.learning_rate) == (optimizer, learning_rate)
+    assert tuple(config.data.crop) == crop
+    assert (config.model.backbone, config.model.dtype) == ("resnet50", "bfloat16")
+
+
+def test_config_arguments_that_do_not_exist_are_rejected():
+    with pytest.raises(ValueError, match="bad argument 'stages=main'"):
+        lcm_configs.get_config("stages=main")
+    with pytest.raises(ValueError, match="data must be one of"):
+        lcm_configs.get_config("stage=main,data=kitti")
+    with pytest.raises(ValueError, match="runlocal must be True or False"):
+        lcm_configs.get_config("runlocal=maybe")
