@@ -5,12 +5,15 @@ unreadable frame, a video (MP4/GIF) that cannot be decoded, frames of different 
 first-frame mask, a mask that is RGB or whose size differs from the frames, a mask with no frame.
 
 Each reader returns a `Video` (engine.py) and the frame names (file stems) used to name the
-outputs. Frames of folders are read lazily, one at a time, while the video is segmented, so a
-bad frame fails its video mid-way (the video is then incomplete, and redone by a rerun).
+outputs. Frames of folders are read lazily (a few ahead, in a thread) while the video is
+segmented, so a bad frame fails its video mid-way (the video is then incomplete, and a rerun
+redoes it).
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,19 +26,32 @@ from lcm_jax.inference.engine import Video
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif")
+READ_AHEAD = 4  # frames decoded ahead of the engine
 
 
 def _frames(paths: Sequence[Path], first: np.ndarray) -> Iterator[np.ndarray]:
-    """Frames of `paths` (the first already read); each must have the first frame's size."""
+    """Frames of `paths` (the first already read), decoded READ_AHEAD frames ahead in a thread;
+    each must have the first frame's size."""
     yield first
-    for path in paths[1:]:
-        frame = video_io.read_frame(path)
-        if frame.shape != first.shape:
-            raise video_io.DatasetError(
-                f"frame {os.fspath(path)!r} is {frame.shape[1]}x{frame.shape[0]} but the first "
-                f"frame {os.fspath(paths[0])!r} is {first.shape[1]}x{first.shape[0]}"
-            )
-        yield frame
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        ahead: collections.deque = collections.deque()
+        for path in paths[1:]:
+            ahead.append((path, pool.submit(video_io.read_frame, path)))
+            if len(ahead) > READ_AHEAD:
+                yield _same_size(*ahead.popleft(), first, paths[0])
+        while ahead:
+            yield _same_size(*ahead.popleft(), first, paths[0])
+
+
+def _same_size(path: Path, frame, first: np.ndarray, first_path: Path) -> np.ndarray:
+    """The decoded frame (a future), which must have the size of the first frame."""
+    frame = frame.result()
+    if frame.shape != first.shape:
+        raise video_io.DatasetError(
+            f"frame {os.fspath(path)!r} is {frame.shape[1]}x{frame.shape[0]} but the first "
+            f"frame {os.fspath(first_path)!r} is {first.shape[1]}x{first.shape[0]}"
+        )
+    return frame
 
 
 def read_mask(path: str | os.PathLike, frame_shape: tuple[int, ...]) -> np.ndarray:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import io
 import math
@@ -28,6 +29,7 @@ from lcm_jax.inference.engine import FrameResult
 from lcm_jax.metrics.report import write_bytes_atomic, write_text_atomic
 
 CONFIDENCE_COLUMNS = ("frame", "object_id", "confidence")
+WRITERS = 2  # threads that encode and write PNG / .npz files while the engine runs
 
 
 def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
@@ -121,7 +123,7 @@ def write_video(
     wanted: Collection[str] | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
 ) -> None:
-    """Writes each frame's PNG (and .npz) as it comes, then the confidence CSV.
+    """Writes each frame's PNG (and .npz) as it comes (in writer threads), then the CSV.
 
     Args:
       results: the engine's per-frame results, in order.
@@ -131,14 +133,20 @@ def write_video(
       on_frame: called with every result (progress, overlays).
     """
     rows = []
-    for result in results:
-        if on_frame is not None:
-            on_frame(result)
-        name = names[result.index]
-        if wanted is not None and name not in wanted:
-            continue
-        write_labels(layout.png(name), result.labels)
-        if layout.probs_dir is not None:
-            write_probs(layout.npz(name), result.probs, result.object_ids)
-        rows.append((name, result.confidence))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=WRITERS) as pool:
+        pending = []
+        for result in results:
+            if on_frame is not None:
+                on_frame(result)
+            name = names[result.index]
+            if wanted is not None and name not in wanted:
+                continue
+            pending.append(pool.submit(write_labels, layout.png(name), result.labels))
+            if layout.probs_dir is not None:
+                pending.append(
+                    pool.submit(write_probs, layout.npz(name), result.probs, result.object_ids)
+                )
+            rows.append((name, result.confidence))
+        for future in pending:
+            future.result()  # re-raises a failed write
     write_text_atomic(layout.confidence_csv, confidence_csv(rows))
