@@ -2,8 +2,9 @@
 
     from lcm_jax import train
     from configs import lcm
-    state = train.train_and_evaluate(lcm.get_config("stage=main,data=synthetic,runlocal=True"),
-                                     "/tmp/lcm")
+    config = lcm.get_config("stage=main,data=synthetic,runlocal=True")
+    state, history = train.train_and_evaluate(config, "/tmp/lcm")
+    # history: [{"step": 1, "loss": ..., "loss_frame1": ..., "grad_norm": ...}, ...]
 
 One function, read top to bottom: Mesh -> Input -> Model -> Shard -> Update -> Checkpoint ->
 Eval -> Loop (big_vision's layout). Everything a run needs is in `config` (configs/base.py
@@ -14,6 +15,11 @@ sharded (`jax.eval_shape` gives its shapes, a rule gives each leaf a `NamedShard
 `jax.jit(init, out_shardings=...)` builds it in place) and saved by Orbax as the item "state"
 (with the item "data", the input position as JSON), which is what
 `lcm_jax.checkpoints.load_variables` reads from a training workdir.
+
+Resuming: the workdir's latest checkpoint, else `config.init_from`, else a fresh init; the
+step s batch and the step s rng (`fold_in(key(seed), s)`) depend on s only, so a run killed
+and restarted repeats the losses of an uninterrupted one exactly. Checkpoints are saved every
+`checkpoint_every_steps`, at the end and on SIGTERM (then the run stops).
 
 Shapes at the boundary: a global batch is {frames float32 [B, 3, H, W, 3] in [0, 1],
 masks float32 [B, 3, O, H, W], valid bool [B, O]}; the model returns logits
@@ -378,6 +384,16 @@ def train_and_evaluate(
     # Init order: the workdir's latest checkpoint -> config.init_from -> scratch. Every check
     # runs before anything is written to the workdir.
     ckpt_dir = os.path.join(workdir, "checkpoints")
+
+    def position(step: int) -> dict[str, int]:
+        """The input position saved with a checkpoint (item "data")."""
+        return {
+            "step": step,
+            "data_seed": config.data_seed,
+            "batch_size": config.batch_size,
+            "process_count": jax.process_count(),
+        }
+
     manager = ocp.CheckpointManager(
         ckpt_dir,
         item_handlers={
@@ -392,7 +408,9 @@ def train_and_evaluate(
     )
     latest = manager.latest_step()
     if latest is not None:
-        found = manager.item_metadata(latest)["state"]
+        found = dict(manager.item_metadata(latest)).get("state")
+        if not isinstance(found, Mapping):
+            raise ConfigError(f"checkpoint {latest} in {ckpt_dir} has no 'state' item")
         _raise_if_mismatched(
             abstract_variables,
             {k: found[k] for k in ("params", "batch_stats") if k in found},
@@ -407,6 +425,12 @@ def train_and_evaluate(
         state, data_position = restored["state"], restored["data"]
         start_step = int(data_position["step"])
         logging.info("Resuming from %s at step %d.", ckpt_dir, start_step)
+        if data_position != position(start_step):
+            logging.warning(
+                "The input differs from the checkpoint's (%s, now %s): the batches after step "
+                "%d are not those of an uninterrupted run.",
+                data_position, position(start_step), start_step,
+            )  # fmt: skip
     elif config.init_from:
         variables = _load_init_from(
             config.init_from,
@@ -428,16 +452,10 @@ def train_and_evaluate(
         start_step = 0
 
     def save(step: int) -> None:
-        data_position = {
-            "step": step,
-            "data_seed": config.data_seed,
-            "batch_size": config.batch_size,
-            "process_count": jax.process_count(),
-        }
         manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(position(step))
             ),
             force=True,
         )

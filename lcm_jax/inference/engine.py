@@ -14,7 +14,8 @@
 5. the frame is encoded with its final soft masks and written into the memory (memory.py).
 
 More objects than the model's `max_objects` are split into G groups of M = max_objects that run
-as extra batch rows on the same frames; padded objects never join. The memory has a fixed
+as extra batch rows on the same frames (the memory encoder's other-objects mask then covers
+the objects of the same group only); padded objects never join. The memory has a fixed
 capacity, and `t`, `given` and `labels` are traced: the step compiles once per frame size
 (and group count and capacity), never as memory fills or objects join. `jax.vmap` of the step
 runs several videos of one size together (`Engine.run_videos`).
