@@ -409,7 +409,7 @@ def train_and_evaluate(
     latest = manager.latest_step()
     if latest is not None:
         found = dict(manager.item_metadata(latest)).get("state")
-        if not isinstance(found, Mapping):
+        if found is None:
             raise ConfigError(f"checkpoint {latest} in {ckpt_dir} has no 'state' item")
         _raise_if_mismatched(
             abstract_variables,
