@@ -21,7 +21,7 @@ from configs import base
 from configs import lcm as lcm_configs
 from configs import model as model_configs
 from input_pipeline import synthetic
-from lcm_jax import checkpoints, train
+from lcm_jax import checkpoints, losses, train
 from lcm_jax.model import build_model
 
 SIZE = 64
@@ -121,10 +121,13 @@ def run(config, workdir, monkeypatch, clips, nan_at_step=None):
 
 @pytest.fixture(scope="module")
 def eight_device_run(tmp_path_factory, initial_variables, clips):
-    """One SGD step on the 8-device mesh; its workdir is "stage 1" for later tests."""
+    """One SGD step on the 8-device mesh, then the eval loss on the clips of that step; its
+    workdir is "stage 1" for later tests."""
     workdir = tmp_path_factory.mktemp("eight")
+    config = tiny_config(init_from=initial_variables, eval_every_steps=1, num_eval_batches=1)
+    config.eval_data_seed = config.data_seed  # eval batch 0 == the batch of step 1
     with pytest.MonkeyPatch.context() as mp:
-        state, history = run(tiny_config(init_from=initial_variables), workdir, mp, clips)
+        state, history = run(config, workdir, mp, clips)
     return workdir, jax.device_get(state), history
 
 
@@ -153,6 +156,19 @@ def test_a_step_on_eight_devices_equals_the_step_on_one_device(
         for x, y in zip(jax.tree.leaves(state8["params"]), jax.tree.leaves(initial), strict=True)
     )
     assert moved > 1e-3
+
+
+def test_the_eval_loss_is_the_loss_of_the_new_parameters_on_the_eval_clips(eight_device_run, clips):
+    _, state, history = eight_device_run
+    (evaluation,) = [h for h in history if "eval_loss" in h]
+    batch = next(clip_iterator(clips)(None, stage="pretrain", batch_size=8, seed=0))
+    net = build_model(model_configs.get_config("tiny"))
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    logits = net.apply(variables, batch["frames"], batch["masks"], batch["valid"])
+    loss, per_frame = losses.training_loss(logits, batch["masks"], batch["valid"])
+    assert evaluation["step"] == 1
+    assert abs(evaluation["eval_loss"] - float(loss)) <= 1e-5
+    assert abs(evaluation["eval_loss_frame2"] - float(per_frame[1])) <= 1e-5
 
 
 def test_two_accumulated_half_batches_on_a_data_by_model_mesh_equal_one_full_batch(
