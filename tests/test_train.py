@@ -314,7 +314,7 @@ def _losses_in_events(workdir) -> dict[int, list[float]]:
 
 
 def test_a_run_killed_after_its_second_checkpoint_resumes_with_the_same_losses(tmp_path):
-    steps = 6
+    steps = 8  # checkpoints at 2, 4 (the kill), 6, 8: the run is still going when 4 lands
     data_dir = tmp_path / "data"
     env = dict(
         os.environ,
