@@ -5,7 +5,8 @@ r"""Command line for training: flags in, `train.train_and_evaluate(config, workd
 
 On a multi-host cluster (TPU pod, SLURM, Open MPI, or JAX_COORDINATOR_ADDRESS set), every
 process runs the same command; `jax.distributed.initialize()` finds its peers.
-Exit status: 0 when done or preempted (a checkpoint was saved), 1 on a non-finite loss.
+Exit status: 0 when done or preempted (a checkpoint was saved), 1 on a non-finite loss, 2 for
+a config, init_from or workdir that cannot be used (nothing was written).
 """
 
 import os
@@ -62,6 +63,9 @@ def main(argv):
     except train.NonFiniteError as e:
         logging.error("%s", e)
         sys.exit(1)
+    except train.ConfigError as e:
+        logging.error("%s", e)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
