@@ -103,55 +103,75 @@ def _count_frames(list_frames: Callable[[str], Sequence], names: Sequence[str]) 
     return total
 
 
-def evaluate_davis(args: argparse.Namespace, engine: Engine) -> list[tuple[str, str]]:
-    sequences = args.sequences or video_io.davis_sequences(args.root, args.split)
+def evaluate_davis(
+    engine: Engine,
+    root: str | Path,
+    split: str,
+    out: str | Path,
+    *,
+    resolution: str = "480p",
+    sequences: Sequence[str] | None = None,
+    soft: bool = False,
+) -> tuple[report.DavisResults | None, list[tuple[str, str]]]:
+    """Segments a DAVIS split into `out` and scores the fully annotated sequences.
+
+    Returns (the J&F results, or None when no sequence could be scored; the failures as
+    (sequence, message)). The CSVs are written to `out` as the DAVIS toolkit writes them.
+    """
+    sequences = sequences or video_io.davis_sequences(root, split)
 
     def prepare(seq):
-        video, frame_names = inputs.davis_video(args.root, seq, args.resolution)
-        return video, frame_names, outputs.Layout.davis(args.out, seq, args.soft), None
+        video, frame_names = inputs.davis_video(root, seq, resolution)
+        return video, frame_names, outputs.Layout.davis(out, seq, soft), None
 
-    total = _count_frames(
-        lambda s: video_io.davis_video(args.root, s, args.resolution)[0], sequences
-    )
+    total = _count_frames(lambda s: video_io.davis_video(root, s, resolution)[0], sequences)
     with tqdm.tqdm(total=total, unit="frame", desc="DAVIS", dynamic_ncols=True) as bar:
         failures = run_videos(engine, sequences, prepare, bar)
     failed = {name for name, _ in failures}
-    scored = [s for s in sequences if s not in failed and _fully_annotated(args, s)]
-    if scored:
-        results = report.evaluate_davis(args.root, args.out, scored, args.resolution)
-        global_csv, _ = report.write_csvs(results, args.out, args.split)
-        print(f"J&F over {len(scored)} sequences ({global_csv}):")
-        for column, value in results.global_scores().items():
-            print(f"  {column:9s} {value:.3f}")
-    return failures
+    scored = [s for s in sequences if s not in failed and _fully_annotated(root, s, resolution)]
+    if not scored:
+        return None, failures
+    results = report.evaluate_davis(root, out, scored, resolution)
+    report.write_csvs(results, out, split)
+    return results, failures
 
 
-def _fully_annotated(args: argparse.Namespace, seq: str) -> bool:
-    frames, annotations = video_io.davis_video(args.root, seq, args.resolution)
+def _fully_annotated(root: str | Path, seq: str, resolution: str) -> bool:
+    frames, annotations = video_io.davis_video(root, seq, resolution)
     return len(annotations) == len(frames)
 
 
-def evaluate_youtube(args: argparse.Namespace, engine: Engine) -> list[tuple[str, str]]:
-    meta = video_io.youtube_meta(args.root, args.split)
-    vids = args.sequences or sorted(meta["videos"])
+def evaluate_youtube(
+    engine: Engine,
+    root: str | Path,
+    split: str,
+    out: str | Path,
+    *,
+    sequences: Sequence[str] | None = None,
+    soft: bool = False,
+) -> list[tuple[str, str]]:
+    """Segments a YouTube-VOS split into `out` (the frames meta.json lists) and zips it for the
+    evaluation server (`out/submission.zip`); returns the failures as (video, message)."""
+    meta = video_io.youtube_meta(root, split)
+    vids = sequences or sorted(meta["videos"])
 
     def prepare(vid):
         if vid not in meta["videos"]:
-            raise video_io.DatasetError(f"video {vid!r} is not in {args.split}/meta.json")
-        video, frame_names = inputs.youtube_video(args.root, args.split, vid)
+            raise video_io.DatasetError(f"video {vid!r} is not in {split}/meta.json")
+        video, frame_names = inputs.youtube_video(root, split, vid)
         wanted = outputs.youtube_frames(meta, vid)
         missing = sorted(wanted - set(frame_names))
         if missing:
             raise video_io.DatasetError(
                 f"meta.json lists frames {missing[:3]} of {vid!r} that JPEGImages lacks"
             )
-        return video, frame_names, outputs.Layout.youtube(args.out, vid, args.soft), wanted
+        return video, frame_names, outputs.Layout.youtube(out, vid, soft), wanted
 
-    total = _count_frames(lambda v: video_io.youtube_video(args.root, args.split, v)[0], vids)
+    total = _count_frames(lambda v: video_io.youtube_video(root, split, v)[0], vids)
     with tqdm.tqdm(total=total, unit="frame", desc="YouTube-VOS", dynamic_ncols=True) as bar:
         failures = run_videos(engine, vids, prepare, bar)
     if len(failures) < len(vids):
-        path = outputs.write_submission_zip(args.out, Path(args.out) / "submission.zip")
+        path = outputs.write_submission_zip(out, Path(out) / "submission.zip")
         print(f"submission: {path}")
     return failures
 
@@ -176,8 +196,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         engine = engine_from_flags(args)
-        run = evaluate_davis if args.dataset == "davis" else evaluate_youtube
-        failures = run(args, engine)
+        common = dict(sequences=args.sequences, soft=args.soft)
+        if args.dataset == "davis":
+            results, failures = evaluate_davis(
+                engine, args.root, args.split, args.out, resolution=args.resolution, **common
+            )
+            if results is not None:
+                csv = Path(args.out) / f"global_results-{args.split}.csv"
+                print(f"J&F over {len(results.objects)} objects ({csv}):")
+                for column, value in results.global_scores().items():
+                    print(f"  {column:9s} {value:.3f}")
+        else:
+            failures = evaluate_youtube(engine, args.root, args.split, args.out, **common)
     except (video_io.DatasetError, checkpoints.CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
