@@ -56,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.end_warm = 70_000
 
     # Bookkeeping.
+    c.progress_bar = False  # a tqdm bar with the loss and clips/s (process 0), for interactive runs
     c.log_every_steps = 50
     c.checkpoint_every_steps = 1_000
     c.keep_checkpoints = 3

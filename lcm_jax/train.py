@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import tqdm
 from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import mesh_utils
@@ -500,6 +501,14 @@ def train_and_evaluate(
     if single_process:
         previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
     train_iter = input_iterator(config.data_seed, start_step)
+    bar = tqdm.tqdm(
+        total=config.num_train_steps,
+        initial=start_step,
+        desc=config.stage,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not config.progress_bar or jax.process_index() > 0,
+    )
     pending = None  # (step, metrics) whose finiteness is not checked yet
     history = []
 
@@ -528,6 +537,7 @@ def train_and_evaluate(
                 check_finite(*pending)
             pending = (step, metrics)
             progress(step)
+            bar.update(1)
             stop = bool(preempted) or manager.reached_preemption(step)
             last = step == config.num_train_steps
             if step % config.log_every_steps == 0 or last:
@@ -537,6 +547,9 @@ def train_and_evaluate(
                 clips_per_sec = (step - last_log[0]) * config.batch_size / (now - last_log[1])
                 last_log = (step, now)
                 write(step, {**jax.tree.map(float, metrics), "clips_per_sec": clips_per_sec})
+                bar.set_postfix(
+                    loss=f"{float(metrics['loss']):.3f}", clips_s=f"{clips_per_sec:.1f}"
+                )
             if step % config.checkpoint_every_steps == 0 or last or stop:
                 check_finite(step, metrics)
                 pending = None
@@ -551,6 +564,7 @@ def train_and_evaluate(
     finally:
         if single_process:
             signal.signal(signal.SIGTERM, previous_handler)
+        bar.close()
         manager.wait_until_finished()
         manager.close()
         writer.close()
