@@ -2,33 +2,39 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 DEMO_STEPS ?=
 ABLATION ?= 0
 
 .PHONY: install test demo lint format clean
 
-$(STAMP): pyproject.toml
+# The package and what it needs to train, segment and score (no PyTorch).
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# CPU build of torch first: a later `torch>=...` requirement is then already satisfied.
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# Tests also need the PyTorch reference: the CPU build of torch first, so that the `torch`
+# extra's requirement is already satisfied and no CUDA build is pulled.
+$(DEV): $(RUNTIME)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,torch]'
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+install: $(DEV)
 
-test: install
+test: $(DEV)
 	$(PY) -m pytest
 
-demo: install
+demo: $(RUNTIME)
 	$(PY) -m lcm_jax.demo --out demo_out --ablation=$(ABLATION) $(if $(DEMO_STEPS),--steps=$(DEMO_STEPS),)
 
-lint: install
+lint: $(DEV)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: install
+format: $(DEV)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 

@@ -17,7 +17,10 @@ NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 def overrides(name: str, tmp_path: Path) -> str:
     common = f'WORKDIR = "{tmp_path}"\n'
     return common + {
+        "01_quickstart": "STEPS = 2\n",
+        "02_train": "STEPS = 2\nCROP = 64\nSHOW_TENSORBOARD = False\n",
         "03_compare_pytorch": 'MODEL = "tiny"\nHEIGHT, WIDTH = 32, 48\n',
+        "04_benchmarks_data": 'MODEL = "tiny"\n',
     }.get(name, "")
 
 
