@@ -281,7 +281,7 @@ def write_summary(
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lcm_jax.demo", description=__doc__)
     parser.add_argument("--out", default="demo_out", help="output folder")
-    parser.add_argument("--steps", type=int, default=400, help="main-stage steps")
+    parser.add_argument("--steps", type=int, default=1000, help="main-stage steps")
     parser.add_argument(
         "--ablation",
         type=lambda s: s not in ("0", "false", "False", ""),
@@ -290,10 +290,12 @@ def main(argv=None) -> int:
         default=False,
         help="also the Table 4 variants",
     )
-    parser.add_argument("--num_videos", type=int, default=24, help="videos per layout")
+    # Enough videos that the tiny model does not just memorise them (with 24 per layout it
+    # scored 0.62 J&F on its training videos and 0.40 on the held-out ones).
+    parser.add_argument("--num_videos", type=int, default=96, help="videos per layout")
     parser.add_argument("--num_frames", type=int, default=24)
     parser.add_argument("--size", type=int, default=96, help="frame height and width")
-    parser.add_argument("--crop", type=int, default=96, help="training crop (multiple of 16)")
+    parser.add_argument("--crop", type=int, default=64, help="training crop (multiple of 16)")
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.WARNING)
     start = time.time()
