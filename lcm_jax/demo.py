@@ -202,7 +202,10 @@ def position_map_figure(model_config, variables, davis: Path, results: Path, pat
             ax.contour(gt == 1, levels=[0.5], colors="white", linewidths=1.5)
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    fig.suptitle("PGM keeps the target and damps a look-alike distractor (cf. the paper's Fig. 4)")
+    fig.suptitle(
+        "PGM's position map P (eq. 6) next to an unlabelled look-alike, as in the "
+        "paper's Figure 4 (blue low, red high)"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
