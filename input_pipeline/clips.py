@@ -239,22 +239,19 @@ def render_clip(element: dict, cfg) -> dict:
         label = tf.io.decode_png(element["segmentations"][t], channels=1)
         frames.append(tf.cast(frame, tf.float32) / 255.0)
         labels.append(label)
-    frames = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.stack(frames),
-        transforms=element["transforms"],
-        output_shape=crop,
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-    )
-    labels = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.stack(labels),
-        transforms=element["transforms"],
-        output_shape=crop,
-        fill_value=0.0,
-        interpolation="NEAREST",
-        fill_mode="CONSTANT",
-    )
+
+    def warp(images, interpolation):
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.stack(images),
+            transforms=element["transforms"],
+            output_shape=crop,
+            fill_value=0.0,
+            interpolation=interpolation,
+            fill_mode="CONSTANT",
+        )
+
+    frames = warp(frames, "BILINEAR")
+    labels = warp(labels, "NEAREST")
     out_frames = []
     radius = max(1, math.ceil(3 * cfg.blur_sigma[1]))
     for t in range(3):
