@@ -12,8 +12,9 @@ the clips:
 - gradient: relative error of the clip loss's gradient over all parameters (as one vector),
   and its cosine similarity.
 
-Random weights (seed 0; PyTorch's default init for the non-backbone layers), so the numbers
-describe the arithmetic, not a trained model's accuracy. Needs no TensorFlow.
+Random weights (seed 0; PyTorch's default init for the non-backbone layers) unless
+--checkpoint gives trained ones (e.g. `demo_out/train/lcm/sequence` with `--model tiny`).
+Needs no TensorFlow.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import model as model_configs  # noqa: E402
 from input_pipeline import synthetic, video_io  # noqa: E402
-from lcm_jax import losses  # noqa: E402
+from lcm_jax import checkpoints, losses  # noqa: E402
 from lcm_jax.model import build_model  # noqa: E402
 
 
@@ -69,12 +70,16 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="paper", choices=("paper", "tiny"))
     parser.add_argument("--size", default="384x384", help="HxW, multiples of 16")
     parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--checkpoint", default="", help="weights (default: random, seed 0)")
     args = parser.parse_args(argv)
     size = tuple(int(s) for s in args.size.split("x"))
     config = model_configs.get_config(args.model)
     nets = {d: build_model({**dict(config), "dtype": d}) for d in ("float32", "bfloat16")}
     batches = list(clips(size, args.clips, config.max_objects))
-    variables = jax.jit(nets["float32"].init)(jax.random.key(0), *batches[0])
+    if args.checkpoint:
+        variables = checkpoints.load_variables(args.checkpoint)
+    else:
+        variables = jax.jit(nets["float32"].init)(jax.random.key(0), *batches[0])
 
     def loss_and_grad(dtype):
         def loss(params, frames, masks, valid):
