@@ -332,7 +332,9 @@ def main(argv=None) -> int:
     summary = write_summary(out, args, scores, train_seconds, figure, gifs, time.time() - start)
     print()
     print(summary.read_text())
-    json.dump([dataclasses.asdict(s) for s in scores], open(out / "scores.json", "w"), indent=1)
+    tmp = out / ".scores.json.tmp"
+    tmp.write_text(json.dumps([dataclasses.asdict(s) for s in scores], indent=1))
+    tmp.replace(out / "scores.json")
     return 0
 
 
