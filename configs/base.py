@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1_000
     c.keep_checkpoints = 3
     c.eval_every_steps = 1_000  # 0 = no eval
-    c.num_eval_batches = 4  # held-out clips: a fixed set drawn with eval_data_seed
+    c.num_eval_batches = 4  # a fixed set of clips (data.eval_split) drawn with eval_data_seed
     c.eval_data_seed = 1_000_003
 
     c.model = ml_collections.ConfigDict()

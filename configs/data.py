@@ -64,6 +64,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # input_pipeline.prepare first). For "synthetic", also generate manual_dir when it is missing.
     # A prepared set is reused as it is: delete manual_dir and data_dir to regenerate.
     c.prepare_if_missing = True
+    # Clips for the training loop's eval loss: "val" (DAVIS's fully annotated held-out videos)
+    # where DAVIS is in the mix, else "train" (YouTube-VOS valid and static sets have no
+    # held-out clips); J&F on any split is lcm_jax.evaluate's job.
+    has_held_out = name in ("davis", "davis+youtube", "synthetic") and stage != "pretrain"
+    c.eval_split = "val" if has_held_out else "train"
 
     # Synthetic generator (used only when name == "synthetic" and manual_dir is missing).
     c.synthetic = ml_collections.ConfigDict()

@@ -22,10 +22,12 @@ import tensorflow_datasets as tfds
 from input_pipeline import clips, davis, sources, static_images, synthetic, youtube_vos
 
 # dataset key -> (subfolder of manual_dir, training split)
+# dataset -> (folder in manual_dir, training split, fully annotated held-out split or None).
+# YouTube-VOS's `valid` has only first-frame masks, so it cannot make training clips.
 DATASETS = {
-    "davis17": ("DAVIS", "train"),
-    "youtube": ("YouTube", "train"),
-    "static": ("static", "train"),
+    "davis17": ("DAVIS", "train", "val"),
+    "youtube": ("YouTube", "train", None),
+    "static": ("static", "train", None),
 }
 
 
@@ -65,8 +67,17 @@ def _datasets(config: ml_collections.ConfigDict) -> list[str]:
     ]
 
 
-def load_source(config: ml_collections.ConfigDict) -> Sequence:
-    """All training records of `config` (every host sees the same list), preparing if allowed."""
+def load_source(config: ml_collections.ConfigDict, split: str = "train") -> Sequence:
+    """All records of `config`'s sets in `split` (every host sees the same list), preparing if
+    allowed. split "train", or "val": the fully annotated held-out videos (DAVIS val)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    datasets = [d for d in _datasets(config) if split == "train" or DATASETS[d][2]]
+    if not datasets:
+        raise ValueError(
+            f"data {config.name!r} ({config.stage}) has no fully annotated held-out split; "
+            f"use split 'train' (e.g. data.eval_split='train')"
+        )
     manual = Path(config.manual_dir)
     if config.name == "synthetic" and not manual.is_dir():
         if not config.prepare_if_missing:
@@ -76,11 +87,13 @@ def load_source(config: ml_collections.ConfigDict) -> Sequence:
         difficulty = synthetic.Difficulty(**knobs.pop("difficulty"))
         synthetic.generate(manual, **knobs, difficulty=difficulty, progress=False)
     parts = []
-    for dataset in _datasets(config):
+    for dataset in datasets:
+        folder, train_split, held_out = DATASETS[dataset]
+        tfds_split = train_split if split == "train" else held_out
         if dataset == "davis17" and config.davis_builder == "davis":
             parts.append(
                 davis.tfds_davis_records(
-                    "train", data_dir=config.data_dir, resolution=config.davis_resolution
+                    tfds_split, data_dir=config.data_dir, resolution=config.davis_resolution
                 )
             )
             continue
@@ -91,8 +104,8 @@ def load_source(config: ml_collections.ConfigDict) -> Sequence:
                     f"{builder.info.full_name} is not prepared in {config.data_dir!r}; run "
                     f"python -m input_pipeline.prepare --dataset {dataset} ..."
                 )
-            prepare_builder(builder, manual / DATASETS[dataset][0])
-        parts.append(sources.TfdsSource(builder, DATASETS[dataset][1]))
+            prepare_builder(builder, manual / folder)
+        parts.append(sources.TfdsSource(builder, tfds_split))
     return parts[0] if len(parts) == 1 else sources.ConcatSource(parts)
 
 
@@ -105,6 +118,7 @@ def create_train_iterator(
     start_step: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
+    split: str = "train",
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields host-local training batches forever.
 
@@ -116,6 +130,7 @@ def create_train_iterator(
         start_step: first step; batch s holds the process-local examples
             [s * batch_size, (s + 1) * batch_size).
         process_index, process_count: default jax.process_index() / jax.process_count().
+        split: "train", or "val" for clips of the held-out videos (see `load_source`).
     Yields:
         {"frames": float32 [B, 3, H, W, 3] in [0, 1], "masks": float32 [B, 3, O, H, W] in
         {0, 1}, "valid": bool [B, O]} with (H, W) = data_config.crop, O = max_objects.
@@ -134,7 +149,7 @@ def create_train_iterator(
 
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
-    source = sources.shard(load_source(data_config), process_index, process_count)
+    source = sources.shard(load_source(data_config, split), process_index, process_count)
     batches = clips.clip_batches(
         source,
         data_config,

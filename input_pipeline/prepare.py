@@ -31,7 +31,7 @@ def prepare(
     """Prepares `dataset` ("davis17" | "youtube" | "static" | "synthetic"); returns the names."""
     config = ml_collections.ConfigDict({"davis_resolution": resolution, "youtube_version": version})
     if dataset == "synthetic":
-        jobs = [(d, Path(manual_dir) / sub) for d, (sub, _) in pipeline.DATASETS.items()]
+        jobs = [(d, Path(manual_dir) / sub) for d, (sub, *_) in pipeline.DATASETS.items()]
     elif dataset in pipeline.DATASETS:
         jobs = [(dataset, Path(manual_dir))]
     else:

@@ -246,7 +246,9 @@ def train_and_evaluate(
     # on (data_seed, s, process_index), so the data position is the step.
     local_batch_size = config.batch_size // jax.process_count()
 
-    def input_iterator(seed: int, start_step: int) -> Iterator[dict[str, jax.Array]]:
+    def input_iterator(
+        seed: int, start_step: int, split: str = "train"
+    ) -> Iterator[dict[str, jax.Array]]:
         it = pipeline.create_train_iterator(
             config.data,
             stage=config.stage,
@@ -255,6 +257,7 @@ def train_and_evaluate(
             start_step=start_step,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            split=split,
         )
         for local in it:
             yield {
@@ -462,9 +465,9 @@ def train_and_evaluate(
         )
 
     # ---------------------------------------------------------------- Eval
-    # An eval loss: plain CE on a fixed set of clips drawn with eval_data_seed. They come from
-    # the training videos (create_train_iterator has no held-out split); J&F on the
-    # validation videos is lcm_jax/evaluate.py's job.
+    # An eval loss: plain CE on a fixed set of clips drawn with eval_data_seed from
+    # config.data.eval_split (DAVIS val where DAVIS is in the data, else training videos);
+    # J&F on whole videos is lcm_jax/evaluate.py's job.
     @functools.partial(
         jax.jit, in_shardings=(state_shardings, batch_sharding), out_shardings=replicated
     )
@@ -478,7 +481,7 @@ def train_and_evaluate(
     def evaluate(state) -> dict[str, float]:
         nonlocal eval_batches
         if eval_batches is None:
-            it = input_iterator(config.eval_data_seed, 0)
+            it = input_iterator(config.eval_data_seed, 0, config.data.eval_split)
             eval_batches = [next(it) for _ in range(config.num_eval_batches)]
         results = [eval_step(state, b) for b in eval_batches]
         loss = np.mean([float(r[0]) for r in results])

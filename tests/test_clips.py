@@ -9,7 +9,7 @@ from PIL import Image
 from scipy import ndimage
 
 from configs import data as data_configs
-from input_pipeline import clips, davis, pipeline, sources, synthetic, testing
+from input_pipeline import clips, davis, pipeline, sources, synthetic, testing, video_io
 from input_pipeline.synthetic import OBJECT_COLOURS
 from input_pipeline.tf_setup import tf
 from input_pipeline.video_io import DatasetError
@@ -368,3 +368,23 @@ def test_a_missing_synthetic_set_is_generated_and_prepared_with_its_difficulty(t
     )
     assert (tmp_path / "raw/DAVIS/ImageSets/2017/train.txt").is_file()
     np.testing.assert_array_equal(batch["valid"].sum(1), [1, 1])  # one target per image
+
+
+def test_the_held_out_split_holds_exactly_the_davis_val_videos(prepared):
+    raw, data_dir = prepared
+    cfg = data_configs.get_config("synthetic,main,tiny")
+    cfg.manual_dir, cfg.data_dir = str(raw), str(data_dir)
+    held_out = pipeline.load_source(cfg, "val")
+    names = {held_out[i]["name"] for i in range(len(held_out))}
+    assert names == set(video_io.davis_sequences(raw / "DAVIS", "val"))
+    training = pipeline.load_source(cfg, "train")
+    assert not names & {training[i]["name"] for i in range(len(training))}
+    batch = next(
+        pipeline.create_train_iterator(
+            cfg, stage="main", batch_size=2, seed=0, process_index=0, process_count=1, split="val"
+        )
+    )
+    assert batch["frames"].shape == (2, 3, 64, 64, 3) and batch["valid"].any()
+    youtube = data_configs.get_config("youtube,main")
+    with pytest.raises(ValueError, match="no fully annotated held-out split"):
+        pipeline.load_source(youtube, "val")

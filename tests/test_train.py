@@ -58,10 +58,19 @@ def render_clips(num: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def clip_iterator(clips, nan_at_step=None):
-    """A stand-in for pipeline.create_train_iterator over `clips` (batch s: a seeded choice)."""
+    """A stand-in for pipeline.create_train_iterator over `clips` (batch s: a seeded choice;
+    both splits draw from the same clips)."""
 
     def create_train_iterator(
-        data_config, *, stage, batch_size, seed, start_step=0, process_index=0, process_count=1
+        data_config,
+        *,
+        stage,
+        batch_size,
+        seed,
+        start_step=0,
+        process_index=0,
+        process_count=1,
+        split="train",
     ):
         step = start_step
         while True:
@@ -78,6 +87,7 @@ def clip_iterator(clips, nan_at_step=None):
 def tiny_config(**overrides):
     c = base.get_config()
     c.model = model_configs.get_config("tiny")
+    c.data.eval_split = "train"  # the one data field the loop reads; the stand-in does the rest
     c.stage = "pretrain"
     c.batch_size = 8
     c.num_train_steps = 1
