@@ -44,10 +44,13 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-def res_channels(backbone: str, width: float) -> tuple[int, int, int]:
-    """(C2, C3, C4): channels of res2, res3 and res4."""
-    expansion = 4 if RESNET_LAYERS[backbone][0] == "bottleneck" else 1
-    return tuple(scaled(c, width) * expansion for c in (64, 128, 256))
+def shortcut(x, features: int, stride: int, norm, **conv_kw):
+    """x, or torchvision's `downsample` (1x1 strided conv + BN) where a block changes the shape.
+    Call inside a block's compact method: the layers become the block's."""
+    if stride == 1 and x.shape[-1] == features:
+        return x
+    x = conv(features, 1, stride=stride, name="downsample_conv", **conv_kw)(x)
+    return norm(name="downsample_bn")(x)
 
 
 class BasicBlock(nn.Module):
@@ -64,10 +67,7 @@ class BasicBlock(nn.Module):
         y = conv(self.planes, 3, stride=self.stride, name="conv1", **c)(x)
         y = nn.relu(self.norm(name="bn1")(y))
         y = self.norm(name="bn2")(conv(self.planes, 3, name="conv2", **c)(y))
-        if self.stride != 1 or x.shape[-1] != self.planes:
-            x = conv(self.planes, 1, stride=self.stride, name="downsample_conv", **c)(x)
-            x = self.norm(name="downsample_bn")(x)
-        return nn.relu(x + y)
+        return nn.relu(shortcut(x, self.planes, self.stride, self.norm, **c) + y)
 
 
 class Bottleneck(nn.Module):
@@ -86,10 +86,7 @@ class Bottleneck(nn.Module):
         y = conv(self.planes, 3, stride=self.stride, name="conv2", **c)(y)
         y = nn.relu(self.norm(name="bn2")(y))
         y = self.norm(name="bn3")(conv(out, 1, name="conv3", **c)(y))
-        if self.stride != 1 or x.shape[-1] != out:
-            x = conv(out, 1, stride=self.stride, name="downsample_conv", **c)(x)
-            x = self.norm(name="downsample_bn")(x)
-        return nn.relu(x + y)
+        return nn.relu(shortcut(x, out, self.stride, self.norm, **c) + y)
 
 
 def check_image(name: str, image, *, channels: int | None = 3) -> None:
