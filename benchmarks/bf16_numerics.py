@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import model as model_configs  # noqa: E402
-from input_pipeline import synthetic, video_io  # noqa: E402
 from lcm_jax import checkpoints, losses  # noqa: E402
+from lcm_jax.configs import model as model_configs  # noqa: E402
+from lcm_jax.input_pipeline import synthetic, video_io  # noqa: E402
 from lcm_jax.model import build_model  # noqa: E402
 
 

@@ -14,8 +14,8 @@ import os
 import tempfile
 import time
 
-from configs import data as data_configs
-from input_pipeline import pipeline, prepare, synthetic
+from lcm_jax.configs import data as data_configs
+from lcm_jax.input_pipeline import pipeline, prepare, synthetic
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -98,7 +98,7 @@ def main() -> None:
     tnet = tl.random_weights_(tl.build_torch_model(cfg), 0).to(tdev)
     net = LCM(**cfg, dtype=args.dtype)
     variables = convert.torch_to_flax(
-        tnet.state_dict(), convert.abstract_variables({**cfg, "max_objects": 3}, OBJECTS)
+        tnet.state_dict(), convert.abstract_variables({**cfg, "max_objects": 3})
     )
     variables = jax.device_put(variables)
     autocast = torch.autocast(tdev.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")

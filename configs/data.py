@@ -5,12 +5,13 @@ stage in {pretrain, main, sequence} (section 3.5). pretrain reads static image s
 or the synthetic generator's static images); main/sequence read videos. "tiny" shrinks crops to
 64x64 and the synthetic set to a few small videos (tests, CPU demo).
 
-    from configs import data
+    from lcm_jax.configs import data
+    from lcm_jax.input_pipeline import pipeline
     cfg = data.get_config("davis,main")
-    it = input_pipeline.pipeline.create_train_iterator(cfg, stage="main", batch_size=4, seed=0)
+    it = pipeline.create_train_iterator(cfg, stage="main", batch_size=4, seed=0)
 
 Prepare real sets once (TFDS, ArrayRecord files) with
-    python -m input_pipeline.prepare --dataset davis17 --manual_dir ~/data/DAVIS \
+    python -m lcm_jax.input_pipeline.prepare --dataset davis17 --manual_dir ~/data/DAVIS \
         --data_dir ~/tensorflow_datasets
 """
 
@@ -77,7 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.synthetic.height = 128
     c.synthetic.width = 128
     c.synthetic.seed = 0
-    # Difficulty knobs: any field of input_pipeline.synthetic.Difficulty (defaults there).
+    # Difficulty knobs: any field of lcm_jax.input_pipeline.synthetic.Difficulty (defaults there).
     c.synthetic.difficulty = ml_collections.ConfigDict()
     c.synthetic.difficulty.max_objects = 3  # targets per video (1-5)
     c.synthetic.difficulty.num_distractors = 1  # unannotated look-alikes of targets

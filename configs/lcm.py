@@ -33,9 +33,9 @@ clip per video per epoch (DAVIS 60 videos, YouTube-VOS 3471).
 
 import ml_collections
 
-from configs import base
-from configs import data as data_configs
-from configs import model as model_configs
+from lcm_jax.configs import base
+from lcm_jax.configs import data as data_configs
+from lcm_jax.configs import model as model_configs
 
 DATASETS = ("static", "davis", "youtube", "davis+youtube", "synthetic")
 _VIDEOS = {"davis": 60, "youtube": 3471, "davis+youtube": 3531, "synthetic": 64}

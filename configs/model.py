@@ -2,7 +2,7 @@
 
 Every **[choice]** of `shared/design/lcm-spec.md` is a field here.
 
-    from configs import model
+    from lcm_jax.configs import model
     cfg = model.get_config("paper")   # or "tiny"
     net = lcm_jax.model.build_model(cfg)
 """

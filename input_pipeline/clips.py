@@ -50,9 +50,9 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import numpy as np
 
-from input_pipeline import sources
-from input_pipeline.tf_setup import tf
-from input_pipeline.video_io import DatasetError
+from lcm_jax.input_pipeline import sources
+from lcm_jax.input_pipeline.tf_setup import tf
+from lcm_jax.input_pipeline.video_io import DatasetError
 
 STAGES = ("pretrain", "main", "sequence")
 SKIPS: collections.Counter = collections.Counter()  # (stage, reason) -> skipped clips
@@ -363,7 +363,7 @@ def clip_batches(
     Python callback inside tf.data, so that no TF thread ever waits on the interpreter).
 
     Args:
-        source: records (`input_pipeline.sources`); this process's shard.
+        source: records (`lcm_jax.input_pipeline.sources`); this process's shard.
         cfg: data config (`configs/data.py`); `cfg.stage` picks the sampler.
         seed, start_index, process_index: see "Randomness" in the module docstring.
     """

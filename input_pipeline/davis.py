@@ -4,8 +4,8 @@
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=DAVIS_ROOT))
 
-Examples follow `input_pipeline.vos_format.video_features()`. tfds's own `davis` dataset, when a
-user has prepared it, is converted to the same format by `from_tfds_davis`.
+Examples follow `vos_format.video_features()`. tfds's own `davis` dataset, when a user has
+prepared it, is converted to the same format by `from_tfds_davis`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipeline import (
+from lcm_jax.input_pipeline import (
     sources,
     tf_setup,  # noqa: F401
     video_io,
@@ -115,7 +115,7 @@ def from_tfds_davis(example: dict) -> dict:
 
 
 def tfds_davis_records(split: str, *, data_dir: str | None, resolution: str = "480p") -> list:
-    """Clip-builder records (`input_pipeline.sources`) of tfds's own `davis/<resolution>` set.
+    """Clip-builder records (`sources` module) of tfds's own `davis/<resolution>` set.
 
     The user prepares it (`tfds.builder("davis/480p").download_and_prepare()`); its splits are
     "train" and "validation". The videos are held in memory (JPEG frames, PNG label maps).

@@ -1,6 +1,6 @@
 """The training input: host-local batches of section-3.5 clips as NumPy.
 
-    from configs import data
+    from lcm_jax.configs import data
     it = create_train_iterator(data.get_config("davis,main"), stage="main", batch_size=4, seed=0)
     batch = next(it)  # frames [B, 3, H, W, 3], masks [B, 3, O, H, W], valid [B, O]
 
@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipeline import clips, davis, sources, static_images, synthetic, youtube_vos
+from lcm_jax.input_pipeline import clips, davis, sources, static_images, synthetic, youtube_vos
 
 # dataset key -> (subfolder of manual_dir, training split)
 # dataset -> (folder in manual_dir, training split, fully annotated held-out split or None).
@@ -102,7 +102,7 @@ def load_source(config: ml_collections.ConfigDict, split: str = "train") -> Sequ
             if not config.prepare_if_missing:
                 raise ValueError(
                     f"{builder.info.full_name} is not prepared in {config.data_dir!r}; run "
-                    f"python -m input_pipeline.prepare --dataset {dataset} ..."
+                    f"python -m lcm_jax.input_pipeline.prepare --dataset {dataset} ..."
                 )
             prepare_builder(builder, manual / folder)
         parts.append(sources.TfdsSource(builder, tfds_split))

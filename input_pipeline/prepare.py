@@ -1,12 +1,14 @@
 """Prepares the TFDS sets (ArrayRecord files, for random access) from extracted folders.
 
-    python -m input_pipeline.prepare --dataset davis17 --manual_dir ~/data/vos/DAVIS \
+    python -m lcm_jax.input_pipeline.prepare --dataset davis17 --manual_dir ~/data/vos/DAVIS \
         --data_dir ~/tensorflow_datasets [--resolution 480p|full_resolution]
-    python -m input_pipeline.prepare --dataset youtube --version 2019 --manual_dir ~/vos/YouTube ...
-    python -m input_pipeline.prepare --dataset static --manual_dir ~/data/vos/static ...
-    python -m input_pipeline.prepare --dataset synthetic --manual_dir /tmp/lcm_synthetic/raw ...
+    python -m lcm_jax.input_pipeline.prepare --dataset youtube --version 2019 \
+        --manual_dir ~/vos/YouTube ...
+    python -m lcm_jax.input_pipeline.prepare --dataset static --manual_dir ~/data/vos/static ...
+    python -m lcm_jax.input_pipeline.prepare --dataset synthetic \
+        --manual_dir /tmp/lcm_synthetic/raw ...
 
-`synthetic` prepares all three from a folder written by `python -m input_pipeline.synthetic`
+`synthetic` prepares all three from a folder written by `python -m lcm_jax.input_pipeline.synthetic`
 (its DAVIS/, YouTube/ and static/ subfolders). TFDS shows progress bars while it builds.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import ml_collections
 
-from input_pipeline import pipeline
+from lcm_jax.input_pipeline import pipeline
 
 
 def prepare(

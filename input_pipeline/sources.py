@@ -11,7 +11,7 @@ A source is a sequence of *records*; a record is a dict (NumPy / Python values):
     boxes          float32 [T, K, 4]    (y0, x0, y1, x1) pixel edges
 A static image is a one-frame record. Only the three frames of a clip are ever decoded; the
 records of a TFDS set are read with random access from its ArrayRecord files, so prepare the
-builders with `file_format="array_record"` (as `input_pipeline.prepare` does).
+builders with `file_format="array_record"` (as `lcm_jax.input_pipeline.prepare` does).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from input_pipeline import tf_setup  # noqa: F401
-from input_pipeline.video_io import DatasetError
+from lcm_jax.input_pipeline import tf_setup  # noqa: F401
+from lcm_jax.input_pipeline.video_io import DatasetError
 
 
 def _zlib_tensor(feature, key: str, dtype, inner_shape: tuple[int, ...] = ()) -> np.ndarray:
@@ -80,7 +80,8 @@ class TfdsSource(Sequence):
         except NotImplementedError as e:
             raise DatasetError(
                 f"{builder.info.full_name} in {builder.data_dir!r} is not in ArrayRecord format; "
-                "prepare it with `python -m input_pipeline.prepare` (file_format=array_record)"
+                "prepare it with `python -m lcm_jax.input_pipeline.prepare` "
+                "(file_format=array_record)"
             ) from e
         static = "image" in builder.info.features
         self._parse = parse_static_proto if static else parse_video_proto

@@ -16,7 +16,7 @@ Images without a mask are skipped with one counted warning.
 Masks: a palette ('P') PNG is a label map (pixel value = object id, 255 void; COCO-instance
 style); a grey ('L' or '1') PNG is a saliency mask, object 1 where the value is >= 128. An RGB
 mask, or one whose size differs from its image, raises a DatasetError naming the file.
-Examples follow `input_pipeline.vos_format.static_features()`.
+Examples follow `lcm_jax.input_pipeline.vos_format.static_features()`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from input_pipeline import (
+from lcm_jax.input_pipeline import (
     tf_setup,  # noqa: F401
     video_io,
     vos_format,
 )
-from input_pipeline.video_io import DatasetError
+from lcm_jax.input_pipeline.video_io import DatasetError
 
 _MASK_FOLDER = re.compile(r"mask|gt|ground|annot|label|segment", re.IGNORECASE)
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -18,7 +18,7 @@ Output under `out_dir`:
     static/images/<name>.jpg, static/masks/<name>.png (palette label maps, 1-3 objects)
 
 CLI:
-    python -m input_pipeline.synthetic --out /tmp/lcm_synth --num_videos 8 --num_frames 24
+    python -m lcm_jax.input_pipeline.synthetic --out /tmp/lcm_synth --num_videos 8 --num_frames 24
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from input_pipeline import video_io
+from lcm_jax.input_pipeline import video_io
 
 # RGB of target objects 1..5 (label id k -> OBJECT_COLOURS[k - 1]); distractors reuse them.
 OBJECT_COLOURS = np.array(

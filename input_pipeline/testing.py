@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from input_pipeline import synthetic
+from lcm_jax.input_pipeline import synthetic
 
 _CACHE: dict[tuple, Path] = {}
 
@@ -23,7 +23,7 @@ def tiny_prepared(base: Path) -> tuple[Path, Path]:
     """(manual_dir, data_dir) with the three builders prepared from `tiny_synthetic(base)`."""
     key = ("tfds", Path(base))
     if key not in _CACHE:
-        from input_pipeline import prepare
+        from lcm_jax.input_pipeline import prepare
 
         raw = tiny_synthetic(base)
         prepare.prepare("synthetic", str(raw), str(Path(base) / "tfds"))

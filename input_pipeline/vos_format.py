@@ -14,7 +14,7 @@ One example per video, T frames, K annotated objects:
                                                    frame t (y1, x1 exclusive); zeros when absent
 
 Static image sets use `static_features()` (one image, one label map). The clip builders
-(`input_pipeline.clips`) read only `frames`/`segmentations` of the three frames of a clip, and
+(`clips.py`) read only `frames`/`segmentations` of the three frames of a clip, and
 sample from `annotated`, `presence` and `boxes`.
 """
 
@@ -29,11 +29,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from input_pipeline import (
+from lcm_jax.input_pipeline import (
     tf_setup,  # noqa: F401  (hides GPUs/TPUs before tfds loads TF)
     video_io,
 )
-from input_pipeline.video_io import VOID_LABEL, DatasetError
+from lcm_jax.input_pipeline.video_io import VOID_LABEL, DatasetError
 
 
 def video_features() -> tfds.features.FeaturesDict:

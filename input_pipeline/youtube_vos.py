@@ -4,8 +4,8 @@
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=YOUTUBE_ROOT))
 
-Examples follow `input_pipeline.vos_format.video_features()`. In `valid`, objects are annotated
-only on their first frame (which may be late in the video): `annotated` marks those frames and
+Examples follow `vos_format.video_features()`. In `valid`, objects are annotated only on their
+first frame (which may be late in the video): `annotated` marks those frames and
 `first_frames` gives each object's reference frame.
 """
 
@@ -15,7 +15,7 @@ import logging
 
 import tensorflow_datasets as tfds
 
-from input_pipeline import (
+from lcm_jax.input_pipeline import (
     tf_setup,  # noqa: F401
     video_io,
     vos_format,

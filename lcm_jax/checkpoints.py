@@ -1,14 +1,21 @@
-"""Model variables on disk (Orbax, no TensorFlow).
+"""Model variables on disk (Orbax, no TensorFlow), each with the model config that made them.
 
-    save_variables("/tmp/lcm_vars", {"params": ..., "batch_stats": ...})
-    variables = load_variables("/tmp/lcm_vars")     # or a training workdir
+    save_variables("/tmp/lcm_vars", {"params": ..., "batch_stats": ...}, model_config)
+    variables = load_variables("/tmp/lcm_vars")      # or a training workdir
+    model_config = load_model_config("/tmp/lcm_vars")  # dict, or None for an older checkpoint
 
 `load_variables` reads (a) a directory written by `save_variables` and (b) a training workdir
 managed by an Orbax `CheckpointManager` (its latest step, item "state", a dict with "step",
 "params", "batch_stats", "opt_state"; only params and batch_stats are returned). Leaves come
 back as NumPy arrays.
+
+A checkpoint describes itself: `save_variables` writes the model config (configs/model.py's
+fields) as `model_config.json` beside the Orbax files, and the training loop saves it with every
+step as the JSON item "model_config". Checkpoints written before configs were stored have
+neither; `load_model_config` returns None for them and the caller must be told the model.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +28,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 STATE_ITEM = "state"  # the CheckpointManager item that the training loop saves
+MODEL_CONFIG_ITEM = "model_config"  # its JSON item holding the model config
+MODEL_CONFIG_FILE = "model_config.json"  # the model config beside save_variables' weights
 _ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
 
 
@@ -42,9 +51,10 @@ def _check_variables(variables: Any, where: str) -> dict:
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def save_variables(path: str | os.PathLike, variables: Mapping) -> Path:
-    """Writes {"params", "batch_stats"} to the new directory `path` atomically: into a
-    temporary sibling first, renamed into place only once complete. Returns the path."""
+def save_variables(path: str | os.PathLike, variables: Mapping, model_config: Mapping) -> Path:
+    """Writes {"params", "batch_stats"} and their model config (configs/model.py fields) to the
+    new directory `path` atomically: into a temporary sibling first, renamed into place only
+    once complete. Returns the path."""
     path = Path(path).absolute()
     variables = _check_variables(variables, "save_variables")
     if path.exists():
@@ -56,6 +66,9 @@ def save_variables(path: str | os.PathLike, variables: Mapping) -> Path:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp_root / "variables", variables)
         checkpointer.wait_until_finished()
+        (tmp_root / "variables" / MODEL_CONFIG_FILE).write_text(
+            json.dumps(dict(model_config), indent=1, sort_keys=True) + "\n"
+        )
         os.replace(tmp_root / "variables", path)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
@@ -74,27 +87,50 @@ def _manager_root(path: Path) -> Path | None:
     return None
 
 
-def load_variables(path: str | os.PathLike) -> dict:
-    """Reads {"params": ..., "batch_stats": ...} (NumPy leaves) from a `save_variables`
-    directory or from the latest step of a training workdir."""
+def _locate(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(the checkpoint directory, None) for a `save_variables` directory, or (the latest
+    complete step directory, its manager root) for a training workdir."""
     path = Path(path).absolute()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not path.is_dir():
         raise CheckpointError(f"{path} is a file; expected an Orbax checkpoint directory")
     if _is_orbax_dir(path):
-        return _check_variables(_restore(path), str(path))
+        return path, None
     root = _manager_root(path)
     if root is None:
         raise CheckpointError(
             f"{path} holds neither variables written by save_variables nor a training "
             "workdir (numbered step directories)"
         )
-    manager = ocp.CheckpointManager(root)
-    step = manager.latest_step()
+    step = ocp.CheckpointManager(root).latest_step()
     if step is None:
         raise CheckpointError(f"{root} has no complete checkpoint step")
-    item = root / str(step) / STATE_ITEM
+    return root / str(step), root
+
+
+def load_model_config(path: str | os.PathLike) -> dict | None:
+    """The model config stored with the checkpoint at `path` (a `save_variables` directory or a
+    training workdir's latest step), or None for a checkpoint written before configs were
+    stored."""
+    where, root = _locate(path)
+    if root is None:
+        file = where / MODEL_CONFIG_FILE
+        return json.loads(file.read_text()) if file.is_file() else None
+    item = where / MODEL_CONFIG_ITEM
+    if not item.is_dir():
+        return None
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(item)
+
+
+def load_variables(path: str | os.PathLike) -> dict:
+    """Reads {"params": ..., "batch_stats": ...} (NumPy leaves) from a `save_variables`
+    directory or from the latest step of a training workdir."""
+    where, root = _locate(path)
+    if root is None:
+        return _check_variables(_restore(where), str(where))
+    step = int(where.name)
+    item = where / STATE_ITEM
     if not item.is_dir():
         raise CheckpointError(f"step {step} in {root} has no {STATE_ITEM!r} item")
     state = _restore(item)

@@ -27,10 +27,11 @@ from pathlib import Path
 import jax
 import torch
 
-from configs import model as model_configs
 from lcm_jax import checkpoints
+from lcm_jax.configs import model as model_configs
 from lcm_jax.interop import convert
 from lcm_jax.interop.torch_lcm import build_torch_model
+from lcm_jax.model import init_variables
 
 SWITCHES = ("use_grm", "use_pgm", "use_orm", "orm_shared_g")
 
@@ -67,11 +68,11 @@ def torch_to_orbax(src: Path, dst: Path, layout: str, cfg: dict, seed: int = 0) 
         cfg.update(use_grm=True, use_pgm=False, use_orm=False)
         template = convert.abstract_variables(cfg)
     else:
-        template = convert.init_variables(cfg, jax.random.key(seed))
+        template = init_variables(cfg, jax.random.key(seed))
         unused = [k for k in sd if k.startswith(("layer4.", "fc."))]
         print(f"ignored {len(unused)} layer4/fc keys (LCM reads res4 = layer3, by design)")
     variables = convert.torch_to_flax(sd, template, layout=layout, source=str(src))
-    checkpoints.save_variables(dst, variables)
+    checkpoints.save_variables(dst, variables, cfg)
     return cfg
 
 

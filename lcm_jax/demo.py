@@ -3,7 +3,7 @@
     python -m lcm_jax.demo --out demo_out [--steps 400] [--ablation]
 
 1. Data: procedural videos in the DAVIS 2017, YouTube-VOS and static-image layouts
-   (`input_pipeline.synthetic`) in `<out>/data`; the DAVIS `val` split is held out.
+   (`lcm_jax.input_pipeline.synthetic`) in `<out>/data`; the DAVIS `val` split is held out.
 2. Training: the tiny LCM (ResNet-18 × 1/8) through the three stages of section 3.5, static
    images -> main (any interval, shuffled) -> sequence (skip 1-5), each stage starting from the
    previous one's checkpoint (`<out>/train/<variant>/<stage>`).
@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from configs import lcm as lcm_configs
-from input_pipeline import synthetic, video_io
 from lcm_jax import checkpoints, evaluate, train
+from lcm_jax.configs import lcm as lcm_configs
 from lcm_jax.inference.engine import Engine, InferenceOptions
+from lcm_jax.input_pipeline import synthetic, video_io
 from lcm_jax.model import MemoryPool, PrevFrame, Reference, build_model
 from lcm_jax.segment import OverlayWriter, overlay
 

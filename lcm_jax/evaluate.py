@@ -27,11 +27,11 @@ from pathlib import Path
 
 import tqdm
 
-from configs import model as model_configs
-from input_pipeline import video_io
 from lcm_jax import checkpoints
+from lcm_jax.configs import model as model_configs
 from lcm_jax.inference import inputs, outputs
 from lcm_jax.inference.engine import Engine, InferenceOptions
+from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import report
 
 

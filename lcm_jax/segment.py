@@ -23,11 +23,11 @@ import imageio.v2 as imageio
 import numpy as np
 import tqdm
 
-from input_pipeline import video_io
 from lcm_jax import checkpoints
 from lcm_jax.evaluate import add_engine_flags, engine_from_flags
 from lcm_jax.inference import inputs, outputs
 from lcm_jax.inference.engine import Video
+from lcm_jax.input_pipeline import video_io
 
 OVERLAY_ALPHA = 0.5
 

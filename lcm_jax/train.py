@@ -1,7 +1,7 @@
 """Training loop for LCM's three stages (section 3.5), on any number of devices and hosts.
 
     from lcm_jax import train
-    from configs import lcm
+    from lcm_jax.configs import lcm
     config = lcm.get_config("stage=main,data=synthetic,runlocal=True")
     state, history = train.train_and_evaluate(config, "/tmp/lcm")
     # history: [{"step": 1, "loss": ..., "loss_frame1": ..., "grad_norm": ...}, ...]
@@ -13,8 +13,8 @@ lists the fields); `lcm_jax/main.py` is the command line around it.
 The state is a dict pytree {"step", "params", "batch_stats", "opt_state"}; it is created
 sharded (`jax.eval_shape` gives its shapes, a rule gives each leaf a `NamedSharding`,
 `jax.jit(init, out_shardings=...)` builds it in place) and saved by Orbax as the item "state"
-(with the item "data", the input position as JSON), which is what
-`lcm_jax.checkpoints.load_variables` reads from a training workdir.
+(with the JSON items "data", the input position, and "model_config", the model config), which
+is what `lcm_jax.checkpoints.load_variables` and `load_model_config` read from a workdir.
 
 Resuming: the workdir's latest checkpoint, else `config.init_from`, else a fresh init; the
 step s batch and the step s rng (`fold_in(key(seed), s)`) depend on s only, so a run killed
@@ -46,9 +46,9 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs import base as base_config
-from input_pipeline import pipeline
 from lcm_jax import checkpoints, losses
+from lcm_jax.configs import base as base_config
+from lcm_jax.input_pipeline import pipeline
 from lcm_jax.model import build_model
 
 STAGES = ("pretrain", "main", "sequence")
@@ -403,6 +403,7 @@ def train_and_evaluate(
         item_handlers={
             "state": ocp.StandardCheckpointHandler(),
             "data": ocp.JsonCheckpointHandler(),
+            checkpoints.MODEL_CONFIG_ITEM: ocp.JsonCheckpointHandler(),
         },
         options=ocp.CheckpointManagerOptions(
             max_to_keep=config.keep_checkpoints,
@@ -459,7 +460,11 @@ def train_and_evaluate(
         manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(position(step))
+                **{
+                    "state": ocp.args.StandardSave(state),
+                    "data": ocp.args.JsonSave(position(step)),
+                    checkpoints.MODEL_CONFIG_ITEM: ocp.args.JsonSave(config.model.to_dict()),
+                }
             ),
             force=True,
         )

@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from configs import data as data_configs
-from input_pipeline import clips, davis, pipeline, sources, synthetic, testing, video_io
-from input_pipeline.synthetic import OBJECT_COLOURS
-from input_pipeline.tf_setup import tf
-from input_pipeline.video_io import DatasetError
+from lcm_jax.configs import data as data_configs
+from lcm_jax.input_pipeline import clips, davis, pipeline, sources, synthetic, testing, video_io
+from lcm_jax.input_pipeline.synthetic import OBJECT_COLOURS
+from lcm_jax.input_pipeline.tf_setup import tf
+from lcm_jax.input_pipeline.video_io import DatasetError
 
 
 @pytest.fixture(scope="session")

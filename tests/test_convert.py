@@ -13,9 +13,9 @@ import orbax.checkpoint as ocp
 import pytest
 import torch
 
-from configs import model as model_configs
 from lcm_jax import checkpoints
 from lcm_jax import convert as cli
+from lcm_jax.configs import model as model_configs
 from lcm_jax.interop import convert
 from lcm_jax.interop import torch_lcm as tl
 from lcm_jax.model import MemoryPool, PrevFrame, Reference, build_model
@@ -285,21 +285,36 @@ def small_variables():
     }
 
 
-def test_save_then_load_variables_round_trips_and_refuses_to_overwrite(tmp_path):
+def test_save_then_load_variables_round_trips_with_the_model_config_and_refuses_to_overwrite(
+    tmp_path,
+):
     v = small_variables()
-    checkpoints.save_variables(tmp_path / "vars", v)
+    config = {"backbone": "resnet18", "width": 0.125, "use_pgm": False}
+    checkpoints.save_variables(tmp_path / "vars", v, config)
     back = checkpoints.load_variables(tmp_path / "vars")
     assert jax.tree.structure(back) == jax.tree.structure(v)
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(v), strict=True):
         assert np.array_equal(a, b)
+    assert checkpoints.load_model_config(tmp_path / "vars") == config
     with pytest.raises(FileExistsError):
-        checkpoints.save_variables(tmp_path / "vars", v)
+        checkpoints.save_variables(tmp_path / "vars", v, config)
+
+
+def test_a_checkpoint_written_before_configs_were_stored_loads_without_a_config(tmp_path):
+    checkpointer = ocp.StandardCheckpointer()  # what save_variables wrote before model_config
+    checkpointer.save(tmp_path / "old", small_variables())
+    checkpointer.wait_until_finished()
+    back = checkpoints.load_variables(tmp_path / "old")
+    assert np.array_equal(
+        back["params"]["conv"]["kernel"], small_variables()["params"]["conv"]["kernel"]
+    )
+    assert checkpoints.load_model_config(tmp_path / "old") is None
 
 
 def test_a_failed_save_leaves_nothing_behind(tmp_path):
     bad = {"params": {"x": np.array([object()])}}
     with pytest.raises(Exception):  # noqa: B017 (orbax's own error for an object array)
-        checkpoints.save_variables(tmp_path / "vars", bad)
+        checkpoints.save_variables(tmp_path / "vars", bad, {})
     assert os.listdir(tmp_path) == []
 
 

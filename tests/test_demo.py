@@ -7,8 +7,8 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image
 
-from input_pipeline import video_io
 from lcm_jax import demo
+from lcm_jax.input_pipeline import video_io
 
 
 def test_demo_writes_scores_overlays_figure_and_summary_that_agree(tmp_path):

@@ -9,16 +9,16 @@ import pytest
 from PIL import Image
 from test_inference_support import synthetic_video, tiny_model
 
-from input_pipeline import video_io
 from lcm_jax import checkpoints, evaluate, segment
 from lcm_jax.inference import engine as engine_lib
 from lcm_jax.inference import outputs
+from lcm_jax.input_pipeline import video_io
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    _, variables = tiny_model()
-    return checkpoints.save_variables(tmp_path_factory.mktemp("ckpt") / "tiny", variables)
+    config, variables = tiny_model()
+    return checkpoints.save_variables(tmp_path_factory.mktemp("ckpt") / "tiny", variables, config)
 
 
 def write_davis_sequence(root, seq, frames, labels, annotate="all"):

@@ -3,12 +3,11 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from configs import model as model_configs
-from input_pipeline import synthetic
-from lcm_jax.model import build_model
+from lcm_jax.configs import model as model_configs
+from lcm_jax.input_pipeline import synthetic
+from lcm_jax.model import init_variables
 
 SIZE = (64, 64)  # frame height, width
 
@@ -17,11 +16,7 @@ SIZE = (64, 64)  # frame height, width
 def tiny_model() -> tuple[dict, dict]:
     """(model config as a dict, variables) of the tiny LCM with random initialisation."""
     config = dict(model_configs.get_config("tiny"))
-    net = build_model(config)
-    frames = jnp.zeros((1, 3, *SIZE, 3))
-    masks = jnp.zeros((1, 3, net.max_objects, *SIZE))
-    variables = jax.jit(net.init)(jax.random.PRNGKey(0), frames, masks, jnp.ones((1, 3), bool))
-    return config, variables
+    return config, jax.jit(lambda key: init_variables(config, key))(jax.random.key(0))
 
 
 def synthetic_video(seed: int, num_frames: int, size=SIZE, objects: int = 2):

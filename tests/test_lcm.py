@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
-from configs import model as model_configs
+from lcm_jax.configs import model as model_configs
 from lcm_jax.model import PADDED_LOGIT, MemoryPool, PrevFrame, Reference, build_model
 from lcm_jax.model.resnet import ResNetEncoder
 

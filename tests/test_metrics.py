@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from input_pipeline import video_io
+from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import davis, report
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from configs import model as model_configs
+from lcm_jax.configs import model as model_configs
 from lcm_jax.interop import convert
 from lcm_jax.interop import torch_lcm as tl
 from lcm_jax.model import build_model, grm_read, pool_to_grid, soft_aggregate

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from input_pipeline import synthetic, testing, video_io
-from input_pipeline.synthetic import OBJECT_COLOURS, Difficulty
+from lcm_jax.input_pipeline import synthetic, testing, video_io
+from lcm_jax.input_pipeline.synthetic import OBJECT_COLOURS, Difficulty
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +110,7 @@ def test_objects_leave_and_reenter_and_start_mid_video_when_asked():
 
 
 def test_cli_writes_the_three_layouts(tmp_path):
-    cmd = [sys.executable, "-m", "input_pipeline.synthetic", "--out", str(tmp_path / "s")]
+    cmd = [sys.executable, "-m", "lcm_jax.input_pipeline.synthetic", "--out", str(tmp_path / "s")]
     cmd += ["--num_videos", "2", "--num_frames", "3", "--height", "32", "--width", "32"]
     subprocess.run(cmd, check=True, capture_output=True)
     assert (tmp_path / "s/DAVIS/ImageSets/2017/train.txt").is_file()

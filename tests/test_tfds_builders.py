@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from input_pipeline import davis, pipeline, prepare, sources, static_images, testing, video_io
-from input_pipeline.video_io import DatasetError
+from lcm_jax.input_pipeline import (
+    davis,
+    pipeline,
+    prepare,
+    sources,
+    static_images,
+    testing,
+    video_io,
+)
+from lcm_jax.input_pipeline.video_io import DatasetError
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from configs import model as model_configs
+from lcm_jax.configs import model as model_configs
 from lcm_jax.interop import compare
 from lcm_jax.interop import torch_lcm as tl
 from lcm_jax.interop.compare import tensor_error

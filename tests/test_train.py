@@ -1,6 +1,6 @@
 """train_and_evaluate on the tiny model and 8 fake CPU devices (tests/conftest.py).
 
-In-process runs read clips rendered by `input_pipeline.synthetic.render_video` through a
+In-process runs read clips rendered by `lcm_jax.input_pipeline.synthetic.render_video` through a
 stand-in for `pipeline.create_train_iterator` (same contract: the batch at step s depends only
 on (seed, s)). Compiled executables are shared between runs through JAX's persistent
 compilation cache, so equal configs compile once.
@@ -17,12 +17,12 @@ import jax
 import numpy as np
 import pytest
 
-from configs import base
-from configs import lcm as lcm_configs
-from configs import model as model_configs
-from input_pipeline import synthetic
 from lcm_jax import checkpoints, losses, train
-from lcm_jax.model import build_model
+from lcm_jax.configs import base
+from lcm_jax.configs import lcm as lcm_configs
+from lcm_jax.configs import model as model_configs
+from lcm_jax.input_pipeline import synthetic
+from lcm_jax.model import build_model, init_variables
 
 SIZE = 64
 OBJECTS = 3
@@ -113,15 +113,10 @@ def clips():
 @pytest.fixture(scope="module")
 def initial_variables(tmp_path_factory):
     """Fresh tiny-model variables on disk, the common start of the runs below."""
-    net = build_model(model_configs.get_config("tiny"))
-    s = SIZE
-    variables = jax.jit(net.init)(
-        jax.random.key(0),
-        np.zeros((1, 3, s, s, 3), np.float32),
-        np.zeros((1, 3, OBJECTS, s, s), np.float32),
-        np.ones((1, OBJECTS), bool),
-    )
-    return str(checkpoints.save_variables(tmp_path_factory.mktemp("init") / "vars", variables))
+    model_config = model_configs.get_config("tiny")
+    variables = jax.jit(lambda key: init_variables(model_config, key))(jax.random.key(0))
+    path = tmp_path_factory.mktemp("init") / "vars"
+    return str(checkpoints.save_variables(path, variables, model_config))
 
 
 def run(config, workdir, monkeypatch, clips, nan_at_step=None):
@@ -166,6 +161,12 @@ def test_a_step_on_eight_devices_equals_the_step_on_one_device(
         for x, y in zip(jax.tree.leaves(state8["params"]), jax.tree.leaves(initial), strict=True)
     )
     assert moved > 1e-3
+
+
+def test_a_workdir_checkpoint_carries_the_model_config_it_was_trained_with(eight_device_run):
+    workdir, _, _ = eight_device_run
+    assert checkpoints.load_model_config(workdir) == tiny_config().model.to_dict()
+    assert checkpoints.load_model_config(workdir)["width"] == 0.125  # the tiny model's
 
 
 def test_the_eval_loss_is_the_loss_of_the_new_parameters_on_the_eval_clips(eight_device_run, clips):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from input_pipeline import video_io
-from input_pipeline.video_io import DatasetError
+from lcm_jax.input_pipeline import video_io
+from lcm_jax.input_pipeline.video_io import DatasetError
 
 
 def test_davis_palette_matches_the_published_voc_colours():
@@ -102,5 +102,5 @@ def test_youtube_meta_is_parsed_and_malformed_meta_is_named(tmp_path):
 
 
 def test_video_io_imports_without_tensorflow():
-    code = "import sys, input_pipeline.video_io; assert 'tensorflow' not in sys.modules"
+    code = "import sys, lcm_jax.input_pipeline.video_io; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())

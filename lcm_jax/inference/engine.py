@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from input_pipeline import video_io
 from lcm_jax.inference import memory as mem
 from lcm_jax.inference import padding
+from lcm_jax.input_pipeline import video_io
 from lcm_jax.model import LCM, build_model, soft_aggregate
 from lcm_jax.model.aggregation import EPS
 

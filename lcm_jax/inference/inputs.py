@@ -21,8 +21,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from input_pipeline import video_io
 from lcm_jax.inference.engine import Video
+from lcm_jax.input_pipeline import video_io
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif")

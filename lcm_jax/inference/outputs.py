@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from input_pipeline import video_io
 from lcm_jax.inference.engine import FrameResult
+from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics.report import write_bytes_atomic, write_text_atomic
 
 CONFIDENCE_COLUMNS = ("frame", "object_id", "confidence")

@@ -111,9 +111,7 @@ def compare(
     frames, masks, valid = frames.astype(np.float32), masks.astype(np.float32), valid.astype(bool)
     if isinstance(model, LCMTorch):
         torch_net = model
-        variables = convert.torch_to_flax(
-            model.state_dict(), convert.abstract_variables(config, valid.shape[1])
-        )
+        variables = convert.torch_to_flax(model.state_dict(), convert.abstract_variables(config))
     elif isinstance(model, Mapping):
         variables = model
         torch_net = build_torch_model(config)

@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 
@@ -412,18 +411,8 @@ def infer_switches(names) -> dict[str, bool]:
     }
 
 
-def abstract_variables(config: Mapping, num_objects: int | None = None) -> dict:
+def abstract_variables(config: Mapping) -> dict:
     """Shapes of the Flax model's variables (jax.eval_shape of init, nothing computed)."""
-    return jax.eval_shape(lambda: init_variables(config, jax.random.key(0), num_objects))
+    from lcm_jax.model import init_variables
 
-
-def init_variables(config: Mapping, rng, num_objects: int | None = None) -> dict:
-    """Fresh Flax variables of `config` (a small 64x64 dummy clip; shapes do not depend on it)."""
-    from lcm_jax.model import build_model
-
-    o = num_objects or config["max_objects"]
-    net = build_model(config)
-    frames = jnp.zeros((1, 3, 64, 64, 3), jnp.float32)
-    masks = jnp.zeros((1, 3, o, 64, 64), jnp.float32)
-    valid = jnp.ones((1, o), bool)
-    return dict(net.init(rng, frames, masks, valid))
+    return jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))

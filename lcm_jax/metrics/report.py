@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from input_pipeline import video_io
+from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import davis
 
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")

@@ -10,6 +10,7 @@ from lcm_jax.model.lcm import (
     QueryFeatures,
     Reference,
     build_model,
+    init_variables,
     pool_to_grid,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "QueryFeatures",
     "Reference",
     "build_model",
+    "init_variables",
     "grm_read",
     "pool_to_grid",
     "soft_aggregate",

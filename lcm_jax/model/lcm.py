@@ -291,6 +291,11 @@ class LCM(nn.Module):
         return jnp.stack([logits1, logits2], axis=1)
 
 
+# Spatial size of the dummy clip that `init_variables` shows the model; parameter shapes do not
+# depend on it.
+INIT_SIZE = 64
+
+
 def build_model(config) -> LCM:
     """LCM from a model config (configs/model.py); unknown fields are a ValueError."""
     fields = dict(config)
@@ -299,3 +304,15 @@ def build_model(config) -> LCM:
     if unknown:
         raise ValueError(f"unknown model config fields {unknown}; known fields: {sorted(known)}")
     return LCM(**fields)
+
+
+def init_variables(config, rng) -> dict:
+    """Fresh {"params", "batch_stats"} of the model `config` describes (configs/model.py), from a
+    dummy training clip of zeros (INIT_SIZE², every object valid). Wrap it in `jax.eval_shape`
+    for the shapes alone, or in `jax.jit(..., out_shardings=...)` to create it sharded."""
+    net = config if isinstance(config, LCM) else build_model(config)
+    s, o = INIT_SIZE, net.max_objects
+    variables = net.init(
+        rng, jnp.zeros((1, 3, s, s, 3)), jnp.zeros((1, 3, o, s, s)), jnp.ones((1, o), bool)
+    )
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
