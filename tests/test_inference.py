@@ -1,5 +1,7 @@
 """The inference engine: memory schedule, one trace per video, joining objects, batching, TTA."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -137,6 +139,29 @@ def test_an_object_joining_at_frame_k_gets_its_given_mask_there_and_is_absent_be
     assert object4.any()
     assert (results[k].labels[object4] == 4).all()
     assert results[k].confidence[4] == pytest.approx(1.0)
+
+
+def test_a_two_object_video_takes_two_object_slots_and_matches_the_padded_layout(monkeypatch):
+    frames, labels = synthetic_video(seed=5, num_frames=6, objects=2)
+    eng = make_engine(soft_output=True)  # max_objects = 3
+    assert eng.net.max_objects == 3
+    sized = list(eng.run(video(frames, labels, {0: [1, 2]})))
+    assert [(g.groups, g.slots) for g in eng._compiled] == [(1, 2)]
+    padded_geometry = lambda *a: dataclasses.replace(Engine.geometry(eng, *a), slots=3)  # noqa: E731
+    monkeypatch.setattr(eng, "geometry", padded_geometry)
+    padded = list(eng.run(video(frames, labels, {0: [1, 2]})))
+    assert sorted((g.groups, g.slots) for g in eng._compiled) == [(1, 2), (1, 3)]
+    for a, b in zip(sized, padded, strict=True):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert np.abs(a.probs.astype(int) - b.probs.astype(int)).max() <= 1
+
+
+def test_four_objects_take_two_groups_of_two_slots_not_three_plus_a_padded_one():
+    eng = make_engine()
+    geometry = eng.geometry(64, 64, num_objects=4, capacity=8)
+    assert (geometry.groups, geometry.slots) == (2, 2)
+    assert (eng.geometry(64, 64, 7, 8).groups, eng.geometry(64, 64, 7, 8).slots) == (3, 3)
+    assert (eng.geometry(64, 64, 0, 8).groups, eng.geometry(64, 64, 0, 8).slots) == (1, 1)
 
 
 def test_three_batched_videos_equal_three_single_runs():

@@ -13,11 +13,13 @@
    for the memory and at the original resolution for the output;
 5. the frame is encoded with its final soft masks and written into the memory (memory.py).
 
-More objects than the model's `max_objects` are split into G groups of M = max_objects that run
-as extra batch rows on the same frames (the memory encoder's other-objects mask then covers
-the objects of the same group only); padded objects never join. The memory has a fixed
-capacity, and `t`, `given` and `labels` are traced: the step compiles once per frame size
-(and group count and capacity), never as memory fills or objects join. `jax.vmap` of the step
+A video's objects take O = G·M object slots: G = ceil(objects / max_objects) groups of
+M = ceil(objects / G) slots, which run as extra batch rows on the same frames (the memory
+encoder's other-objects mask then covers the objects of the same group only). A video of 2
+objects thus pays for 2 slots, not for the model's `max_objects`; padded slots (at most G − 1)
+never join. The memory has a fixed capacity, and `t`, `given` and `labels` are traced: the step
+compiles once per frame size (and slot layout and capacity), never as memory fills or objects
+join. `jax.vmap` of the step
 runs several videos of one size together (`Engine.run_videos`).
 """
 
@@ -83,13 +85,14 @@ class InferenceOptions:
 @dataclasses.dataclass(frozen=True)
 class Geometry:
     """Static sizes of one compiled step: original (height, width), internal `inner` size,
-    padding to a multiple of 16, object groups and memory slots."""
+    padding to a multiple of 16, object groups of `slots` objects each, and memory slots."""
 
     height: int
     width: int
     inner: tuple[int, int]
     pads: padding.Pads
     groups: int
+    slots: int
     capacity: int
 
     @property
@@ -164,7 +167,7 @@ def make_step(net: LCM, options: InferenceOptions, geometry: Geometry):
     [H, W, 3] at the original size, labels uint8 [H, W] the given masks as object index + 1
     (0 elsewhere), given bool [O] the objects whose mask is given on this frame, t int32.
     """
-    s, g, m = options.streams, geometry.groups, net.max_objects
+    s, g, m = options.streams, geometry.groups, geometry.slots
     o = g * m
     hp, wp = geometry.padded
     original = (geometry.height, geometry.width)
@@ -263,16 +266,18 @@ class Engine:
         )
         self.options = options
         self._compiled: dict[Geometry, Any] = {}
-        self._encoded_shapes: dict[tuple[int, int, int], Any] = {}
+        self._encoded_shapes: dict[tuple[int, int, int, int], Any] = {}
 
     def geometry(self, height: int, width: int, num_objects: int, capacity: int) -> Geometry:
         inner = padding.internal_size(height, width, self.options.shorter_side)
+        groups = max(1, math.ceil(num_objects / self.net.max_objects))
         return Geometry(
             height=height,
             width=width,
             inner=inner,
             pads=padding.pad_amounts(*inner),
-            groups=max(1, math.ceil(num_objects / self.net.max_objects)),
+            groups=groups,
+            slots=max(1, math.ceil(num_objects / groups)),
             capacity=capacity,
         )
 
@@ -285,10 +290,10 @@ class Engine:
 
     def init_memory(self, geometry: Geometry) -> mem.Memory:
         """An empty memory of one video for `geometry` (fresh buffers: the step donates them)."""
-        s, m = self.options.streams, self.net.max_objects
+        s, m = self.options.streams, geometry.slots
         rows = s * geometry.groups
         hp, wp = geometry.padded
-        key = (rows, hp, wp)
+        key = (rows, m, hp, wp)
         if key not in self._encoded_shapes:
             shape = jax.ShapeDtypeStruct
             self._encoded_shapes[key] = jax.eval_shape(
@@ -337,7 +342,7 @@ class Engine:
             _check_size(f, v, 0, (height, width))
         capacity = max(self.capacity(num_frames, v.annotations) for v in videos)
         geometry = self.geometry(height, width, max(len(ids) for ids in objects), capacity)
-        o = geometry.groups * self.net.max_objects
+        o = geometry.groups * geometry.slots
         step = self.step_fn(geometry)
         memory = jax.tree.map(
             lambda *x: jnp.stack(x), *[self.init_memory(geometry) for _ in videos]

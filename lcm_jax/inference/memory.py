@@ -17,7 +17,7 @@ Objects join when their first mask arrives: object o reads a slot only if the sl
 not older than the frame where o joined (`first_frame[o]`); before it joins, o is padded.
 
 Shapes (one video; a batch row b = s·G + g for flip stream s < S and object group g < G, each
-group holding M = max_objects objects; object index o = g·M + m; O = G·M):
+group holding M object slots (the engine's Geometry); object index o = g·M + m; O = G·M):
   k_g [S·G, M, T, h, w, Ck] (None without GRM), v [S·G, M, T, h, w, Cv]; slot bookkeeping [T];
   first_frame [O] int32; prev = PrevFrame(k_l [S·G, M, h, w, Ck] or None, mask [S·G, M, H, W]);
   reference = Reference(v [S·G, M, h, w, Cv], mask [S·G, M, H, W]), H, W the padded size.

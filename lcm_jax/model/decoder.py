@@ -7,7 +7,12 @@
 `Res` is STM's pre-activation block without normalisation, x + conv2(relu(conv1(relu(x)))), all
 convolutions 3×3 with bias; up2/up4 are bilinear with align_corners=False (half-pixel centres).
 
-Shapes: x [B, h, w, 2·Cv], r3 [B, 2h, 2w, C3], r2 [B, 4h, 4w, C2] -> logits [B, 16h, 16w, 2].
+The skip branch ResFS(convFS(r)) depends on the frame only, not on the object: it is computed
+once per frame and shared by the frame's O objects (STM repeats the frame's features per object
+first; the result is the same).
+
+Shapes: x [B·O, h, w, 2·Cv] (frame b's objects in rows b·O ... b·O + O − 1), r3 [B, 2h, 2w, C3],
+r2 [B, 4h, 4w, C2] -> logits [B·O, 16h, 16w, 2].
 """
 
 from typing import Any
@@ -41,9 +46,11 @@ class Refine(nn.Module):
 
     @nn.compact
     def __call__(self, skip, m):
+        """skip [B, H, W, C] of the frames, m [B·O, H/2, W/2, dim] of their objects."""
         s = ResBlock(self.dim, self.dtype, name="ResFS")(
             conv(self.dim, 3, dtype=self.dtype, name="convFS")(skip)
         )
+        s = jnp.repeat(s, m.shape[0] // skip.shape[0], axis=0)  # the frame's, per object
         m = s + upsample_bilinear(m, *skip.shape[1:3])
         return ResBlock(self.dim, self.dtype, name="ResMM")(m)
 

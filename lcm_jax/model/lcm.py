@@ -256,7 +256,7 @@ class LCM(nn.Module):
             local.append(self.orm(v_q, _flat(reference.v), w_ref))
         y_local = sum(local) if local else v_q
         x = jnp.concatenate([y_grm.astype(v_q.dtype), y_local], axis=-1)
-        logits = self.decoder(x, _per_object(q.r3, objects), _per_object(q.r2, objects))
+        logits = self.decoder(x, q.r3, q.r2)  # the skips once per frame, shared by its objects
         return soft_aggregate(logits.reshape(b, objects, height, width, 2), valid)
 
     def __call__(self, frames, masks, valid, train: bool = False):
