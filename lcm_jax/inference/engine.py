@@ -363,9 +363,9 @@ class Engine:
             labels, given = (np.stack(x) for x in zip(*inputs, strict=True))
             memory, out = step(self.variables, memory, np.stack(frames), labels, given, np.int32(t))
             if pending is not None:
-                yield _to_host(*pending, objects)
+                yield to_host(*pending, objects)
             pending = (t, out)
-        yield _to_host(*pending, objects)
+        yield to_host(*pending, objects)
 
 
 def _next_frame(frames: Iterator[np.ndarray], video: Video, t: int) -> np.ndarray:
@@ -419,7 +419,7 @@ def _frame_inputs(frame, video: Video, ids, t: int, o: int, size) -> tuple[np.nd
     return index, given
 
 
-def _to_host(t: int, out: FrameOutput, objects) -> list[FrameResult]:
+def to_host(t: int, out: FrameOutput, objects) -> list[FrameResult]:
     labels = np.asarray(out.labels)
     confidence = np.asarray(out.confidence)
     probs = None if out.probs is None else np.asarray(out.probs)
