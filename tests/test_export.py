@@ -1,0 +1,84 @@
+"""The exported step: written by the CLI, run by a process that has no flax and no model code."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_inference_support import synthetic_video, tiny_model
+
+from lcm_jax import checkpoints, export
+from lcm_jax.inference.engine import Engine, InferenceOptions, Video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(checkpoint dir, exported file) of the tiny model for 64x64 frames and 2 objects."""
+    tmp = tmp_path_factory.mktemp("export")
+    config, variables = tiny_model()
+    ckpt = checkpoints.save_variables(tmp / "ckpt", variables, config)
+    out = tmp / "model.jax"
+    argv = ["--checkpoint", str(ckpt), "--height", "64", "--width", "64", "--objects", "2"]
+    assert export.main([*argv, "--out", str(out), "--platforms", "cpu,cuda,tpu"]) == 0
+    return ckpt, out
+
+
+def test_a_fresh_process_without_flax_runs_the_file_and_gets_the_engines_labels(exported, tmp_path):
+    ckpt, model_file = exported
+    frames, labels = synthetic_video(seed=31, num_frames=8, objects=2)
+    np.savez(tmp_path / "video.npz", frames=frames, first=labels[0])
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        from lcm_jax import export
+        model = export.load({str(model_file)!r})
+        video = np.load({str(tmp_path / "video.npz")!r})
+        out = np.stack(list(model.segment(video["frames"], video["first"])))
+        np.save({str(tmp_path / "out.npy")!r}, out)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "lcm_jax"))
+        print(",".join(loaded))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().split(",") == ["lcm_jax", "lcm_jax.export"]  # no flax, no model
+    got = np.load(tmp_path / "out.npy")
+
+    engine = Engine(
+        checkpoints.load_model_config(ckpt),
+        checkpoints.load_variables(ckpt),
+        InferenceOptions(max_memory_frames=10),
+    )
+    expected = [r.labels for r in engine.run(Video(list(frames), {0: labels[0]}, len(frames)))]
+    np.testing.assert_array_equal(got, np.stack(expected))
+
+
+def test_the_file_says_what_it_was_made_for_and_refuses_other_sizes(exported):
+    _, model_file = exported
+    model = export.load(model_file)
+    assert (model.meta["height"], model.meta["width"], model.meta["objects"]) == (64, 64, 2)
+    assert model.meta["platforms"] == ["cpu", "cuda", "tpu"]
+    with pytest.raises(export.ExportError, match=r"exported for uint8 frames of 64x64"):
+        model.step(model.init_memory(), np.zeros((48, 64, 3), np.uint8), None, None, 0)
+    with pytest.raises(export.ExportError, match="3 objects; the step was exported for at most 2"):
+        next(model.segment([np.zeros((64, 64, 3), np.uint8)], np.arange(4, dtype=np.uint8)))
+
+
+def test_a_file_for_another_platform_or_no_file_at_all_is_a_clear_error(exported, tmp_path):
+    ckpt, _ = exported
+    tpu_only = tmp_path / "tpu.jax"
+    argv = ["--checkpoint", str(ckpt), "--height", "32", "--width", "32", "--objects", "1"]
+    assert export.main([*argv, "--out", str(tpu_only), "--platforms", "tpu"]) == 0
+    with pytest.raises(export.ExportError, match=r"was exported for tpu; this process runs on cpu"):
+        export.load(tpu_only)
+    (tmp_path / "junk.jax").write_bytes(b"not a file of ours")
+    with pytest.raises(export.ExportError, match="not an lcm-jax exported step"):
+        export.load(tmp_path / "junk.jax")
+    assert export.main([*argv, "--out", str(tmp_path / "x.jax"), "--platforms", "gpu"]) == 2
