@@ -38,6 +38,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Objects and precision.
     c.max_objects = 3  # [choice]
     c.dtype = "float32"  # compute dtype ("bfloat16" on accelerators); params stay float32
+    # Keys (Key-G, Key-L and their projections, PGM's f_n): "float32" whatever `dtype` is, so
+    # that GRM's and PGM's affinities see unrounded keys (their softmax is float32 always), or
+    # "compute" (`dtype`). Only bf16/fp16 models differ; benchmarks/bf16_numerics.py measures it.
+    c.attention_dtype = "float32"
     if size == "tiny":
         c.backbone = "resnet18"
         c.width = 0.125

@@ -168,6 +168,17 @@ def test_bfloat16_compute_keeps_float32_params_and_close_probabilities(clip):
     assert np.abs(np.asarray(p16) - np.asarray(p32)).mean() < 0.02
 
 
+def test_a_bfloat16_model_keeps_its_keys_in_float32_unless_told_to_use_the_compute_dtype(clip):
+    _, variables = initialised()
+    frame = clip[0][:, 0]
+    for attention_dtype, key_dtype in (("float32", jnp.float32), ("compute", jnp.bfloat16)):
+        net = tiny(dtype="bfloat16", attention_dtype=attention_dtype)
+        q = jax.jit(lambda v, f, net=net: net.apply(v, f, method=net.encode_query))(
+            variables, frame
+        )
+        assert (q.k_g.dtype, q.k_l.dtype, q.v.dtype) == (key_dtype, key_dtype, jnp.bfloat16)
+
+
 # -- bad input: a ValueError naming the argument and its shape, before any compilation ----------
 
 

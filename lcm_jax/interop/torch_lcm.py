@@ -392,9 +392,9 @@ def soft_aggregate(logits, valid):
 class LCMTorch(nn.Module):
     """LCM (section 3) with the fields of `configs/model.py`.
 
-    The reference always computes in float32: `dtype` is accepted so that a config loads
-    unchanged, and `grm_chunk_size` too (the chunked read must equal the plain one, which
-    is what this reference computes). `max_objects` bounds O.
+    The reference always computes in float32: `dtype` and `attention_dtype` are accepted so
+    that a config loads unchanged, and `grm_chunk_size` too (the chunked read must equal the
+    plain one, which is what this reference computes). `max_objects` bounds O.
     """
 
     def __init__(
@@ -415,6 +415,7 @@ class LCMTorch(nn.Module):
         orm_reduction: int = 16,
         max_objects: int = 3,
         dtype: str = "float32",
+        attention_dtype: str = "float32",
     ):
         super().__init__()
         if backbone not in BACKBONES:

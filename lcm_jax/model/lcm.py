@@ -127,6 +127,7 @@ class LCM(nn.Module):
     orm_reduction: int = 16
     max_objects: int = 3
     dtype: str = "float32"
+    attention_dtype: str = "float32"
 
     @property
     def key_dim(self) -> int:
@@ -142,11 +143,13 @@ class LCM(nn.Module):
             "position_map_scale": (self.position_map_scale, ("n", "none")),
             "mask_pooling": (self.mask_pooling, ("area", "max")),
             "dtype": (self.dtype, ("float32", "bfloat16", "float16")),
+            "attention_dtype": (self.attention_dtype, ("float32", "compute")),
         }
         for field, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"model config {field} must be one of {allowed}, got {value!r}")
         dtype = jnp.dtype(self.dtype)
+        key_dtype = dtype if self.attention_dtype == "compute" else jnp.float32
         encoder = dict(
             backbone=self.backbone, width=self.width, frozen_bn=self.frozen_bn, dtype=dtype
         )
@@ -160,11 +163,12 @@ class LCM(nn.Module):
             global_key=self.use_grm,
             local_key=self.use_pgm,
             dtype=dtype,
+            key_dtype=key_dtype,
         )
         self.query_proj = Projection(**heads)
         self.memory_proj = Projection(**heads)
         if self.use_pgm:
-            self.pgm = PGM(self.key_dim, self.pgm_top_k, self.position_map_scale, dtype)
+            self.pgm = PGM(self.key_dim, self.pgm_top_k, self.position_map_scale, key_dtype)
         if self.use_orm:
             self.orm = ORM(self.value_dim, self.orm_reduction, self.orm_shared_g, dtype)
         self.decoder = Decoder(scaled(256, self.width), dtype)
