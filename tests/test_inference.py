@@ -164,14 +164,20 @@ def test_four_objects_take_two_groups_of_two_slots_not_three_plus_a_padded_one()
     assert (eng.geometry(64, 64, 0, 8).groups, eng.geometry(64, 64, 0, 8).slots) == (1, 1)
 
 
-def test_three_batched_videos_equal_three_single_runs():
-    clips = [synthetic_video(seed=10 + i, num_frames=7, objects=i + 1) for i in range(3)]
+def test_three_batched_videos_of_different_lengths_equal_three_single_runs():
+    lengths = (7, 4, 6)
+    clips = [
+        synthetic_video(seed=10 + i, num_frames=n, objects=i + 1) for i, n in enumerate(lengths)
+    ]
     given = [{0: [1]}, {0: [1], 2: [2]}, {0: [1, 2, 3]}]
     videos = lambda: [video(f, lab, g) for (f, lab), g in zip(clips, given, strict=True)]  # noqa: E731
     eng = make_engine(soft_output=True)
     batched = list(eng.run_videos(videos()))
+    assert len(batched) == max(lengths)
     for i, v in enumerate(videos()):
         single = list(eng.run(v))
+        assert len(single) == lengths[i]
+        assert all(batched[t][i] is None for t in range(lengths[i], max(lengths)))
         for t, r in enumerate(single):
             b = batched[t][i]
             assert b.object_ids == r.object_ids

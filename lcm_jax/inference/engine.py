@@ -320,39 +320,43 @@ class Engine:
         for results in self.run_videos([video]):
             yield results[0]
 
-    def run_videos(self, videos: Sequence[Video]) -> Iterator[list[FrameResult]]:
-        """Segments videos of one frame size and length together, yielding per frame a list
-        with one FrameResult per video. Frame t + 1 is dispatched before frame t's result is
-        copied to the host.
+    def run_videos(self, videos: Sequence[Video]) -> Iterator[list[FrameResult | None]]:
+        """Segments videos of one frame size together (`jax.vmap` of the step), yielding per
+        frame t a list with one FrameResult per video, None for a video shorter than t + 1
+        frames (it is fed blank frames from then on, and their results are dropped). Frame
+        t + 1 is dispatched before frame t's result is copied to the host.
 
         Raises:
-          ValueError: videos of different lengths or sizes, a frame or mask of the wrong shape
-            or dtype (the message names the video and frame index).
+          ValueError: videos of different sizes, a frame or mask of the wrong shape or dtype
+            (the message names the video and frame index).
         """
         if not videos:
             return
-        num_frames = videos[0].num_frames
-        if any(v.num_frames != num_frames for v in videos):
-            raise ValueError("videos segmented together must have the same number of frames")
+        num_frames = max(v.num_frames for v in videos)
         objects = [_object_ids(v) for v in videos]
         iters = [iter(v.frames) for v in videos]
         first = [_next_frame(it, v, 0) for it, v in zip(iters, videos, strict=True)]
         height, width = first[0].shape[:2]
         for f, v in zip(first, videos, strict=True):
             _check_size(f, v, 0, (height, width))
-        capacity = max(self.capacity(num_frames, v.annotations) for v in videos)
+        capacity = max(self.capacity(v.num_frames, v.annotations) for v in videos)
         geometry = self.geometry(height, width, max(len(ids) for ids in objects), capacity)
         o = geometry.groups * geometry.slots
         step = self.step_fn(geometry)
         memory = jax.tree.map(
             lambda *x: jnp.stack(x), *[self.init_memory(geometry) for _ in videos]
         )
+        blank = np.zeros_like(first[0])
         pending = None
         for t in range(num_frames):
+            running = [t < v.num_frames for v in videos]
             frames = (
                 first
                 if t == 0
-                else [_next_frame(it, v, t) for it, v in zip(iters, videos, strict=True)]
+                else [
+                    _next_frame(it, v, t) if on else blank
+                    for it, v, on in zip(iters, videos, running, strict=True)
+                ]
             )
             for f, v in zip(frames, videos, strict=True):
                 _check_size(f, v, t, (height, width))
@@ -363,9 +367,13 @@ class Engine:
             labels, given = (np.stack(x) for x in zip(*inputs, strict=True))
             memory, out = step(self.variables, memory, np.stack(frames), labels, given, np.int32(t))
             if pending is not None:
-                yield to_host(*pending, objects)
-            pending = (t, out)
-        yield to_host(*pending, objects)
+                yield _running_only(to_host(*pending[:2], objects), pending[2])
+            pending = (t, out, running)
+        yield _running_only(to_host(*pending[:2], objects), pending[2])
+
+
+def _running_only(results: list[FrameResult], running: list[bool]) -> list[FrameResult | None]:
+    return [r if on else None for r, on in zip(results, running, strict=True)]
 
 
 def _next_frame(frames: Iterator[np.ndarray], video: Video, t: int) -> np.ndarray:
