@@ -6,7 +6,8 @@
 1. the frame (uint8 [H, W, 3]) goes to [0, 1], is resized to the internal resolution, padded to a
    multiple of 16 (padding.py) and, with flip test-time augmentation, joined by its mirror image;
 2. `LCM.segment` predicts every object group of every stream from the memory (GRM reads the
-   pool, PGM frame t − 1, ORM each object's reference frame);
+   pool, PGM frame t − 1, ORM each object's reference frame), the query encoder running once
+   per stream for all groups;
 3. the groups' and streams' object probabilities are merged by soft aggregation (STM, as the
    model's own `soft_aggregate`, over all objects at once) and averaged over the streams;
 4. masks given on this frame override the prediction (`override`), at the internal resolution
@@ -183,14 +184,16 @@ def make_step(net: LCM, options: InferenceOptions, geometry: Geometry):
         joined = mem.joined(memory)
         rows = lambda a: mem.per_row(a, s, m)  # noqa: E731
 
+        # The query encoder runs once per stream; its features serve every object group.
+        query = net.apply(variables, streams, method=LCM.encode_query)
         logits = net.apply(
             variables,
-            frames,
+            jax.tree.map(lambda f: jnp.repeat(f, g, axis=0), query),  # row s·G + g
             mem.pool(memory, s),
             memory.prev,
             memory.reference,
             rows(joined),
-            method=LCM.segment,
+            method=LCM.segment_encoded,
         )
         fg = logits[:, 1:].reshape(s, o, hp, wp)
         if options.flip:

@@ -5,7 +5,8 @@ Three entry points, reused by training and inference (call them with `model.appl
 
 * `encode_query(frame)`: query encoder and projections -> QueryFeatures.
 * `encode_memory(frame, masks, valid)`: memory encoder, one pass per object -> MemoryFrame.
-* `segment(frame, memory, prev, reference, valid)`: one frame's soft-aggregated logits:
+* `segment(frame, memory, prev, reference, valid)`: one frame's soft-aggregated logits
+  (`segment_encoded` takes the frame's QueryFeatures instead of the frame):
       y_grm   = GRM(k_g^Q, memory pool)                          eqs. 1-2
       y_local = PGM(k_l^Q, prev) + ORM(v^Q, reference)           eqs. 3-6 and 7-11
       logits  = soft_aggregate(Decoder(concat(y_grm, y_local), res3, res2))
@@ -221,9 +222,21 @@ class LCM(nn.Module):
     ):
         """Soft-aggregated logits [B, 1 + O, H, W] of one frame; see the module docstring."""
         check_image("frame", frame)
-        b, height, width, _ = frame.shape
-        objects = self._check_objects(prev.mask, valid, frame.shape)
-        h, w = height // GRID, width // GRID
+        return self.segment_encoded(self.encode_query(frame, train), memory, prev, reference, valid)
+
+    def segment_encoded(
+        self,
+        q: QueryFeatures,
+        memory: MemoryPool,
+        prev: PrevFrame,
+        reference: Reference,
+        valid,
+    ):
+        """`segment` of a frame already through the query encoder (`encode_query`), so that
+        the encoder can run once for several object groups of the same frame."""
+        b, h, w = q.v.shape[:3]
+        height, width = h * GRID, w * GRID
+        objects = self._check_objects(prev.mask, valid, (b, height, width))
         _expect("reference.mask", reference.mask, (b, objects, height, width))
         _expect("reference.v", reference.v, (b, objects, h, w, self.value_dim))
         if memory.valid.ndim != 3 or memory.valid.shape[:2] != (b, objects):
@@ -237,7 +250,6 @@ class LCM(nn.Module):
         if self.use_pgm:
             _expect("prev.k_l", prev.k_l, (b, objects, h, w, self.key_dim))
 
-        q = self.encode_query(frame, train)
         v_q = _per_object(q.v, objects)  # [B·O, h, w, Cv]
         if self.use_grm:
             n = h * w
