@@ -7,7 +7,7 @@ DEV := $(VENV)/.installed-dev
 DEMO_STEPS ?=
 ABLATION ?= 0
 
-.PHONY: install test demo lint format clean
+.PHONY: install test demo lint format clean colab-check
 
 # The package and what it needs to train, segment and score (no PyTorch), TensorFlow's CPU build.
 $(RUNTIME): pyproject.toml
@@ -37,6 +37,11 @@ lint: $(DEV)
 format: $(DEV)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Not part of `make test`: downloads TensorFlow. The notebooks' install cells in a copy of a Colab
+# runtime (colab/runtime-constraints.txt); writes colab/COMPATIBILITY.md.
+colab-check:
+	$(PYTHON) colab/check_runtime.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
