@@ -11,7 +11,7 @@ Builds a fresh virtualenv holding colab/runtime-constraints.txt (what Colab ship
 3. runs the README's `python colab/install.py .` there, and 01_quickstart top to bottom on tiny
    settings;
 4. resolves the README's `pip install -e '.[...]'` lines with pip's dry run in a bare virtualenv
-   (no GPU or TPU here to install them for).
+   (no GPU or TPU here to install them for; pip downloads the wheels to resolve them).
 Writes colab/COMPATIBILITY.md; exits 1 if a step failed. The clone of REPO is a local one (no
 GitHub here), of the checkout's HEAD commit.
 """
@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import venv
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,13 @@ COLAB = Path(__file__).resolve().parent
 ROOT = COLAB.parent
 LIST = COLAB / "runtime-constraints.txt"
 REPORT = COLAB / "COMPATIBILITY.md"
-IN_COLAB = 'import sys, types\nsys.modules["google.colab"] = types.ModuleType("google.colab")\n'
+# Stands in for Colab's own module: `google.colab` and its `output`, which JAX imports when it sees
+# `google.colab` in sys.modules.
+IN_COLAB = """import sys, types
+colab = types.ModuleType("google.colab")
+colab.output = types.ModuleType("google.colab.output")
+sys.modules.update({"google.colab": colab, "google.colab.output": colab.output})
+"""
 TINY = {"01_quickstart": "STEPS = 2\n"}
 IMPORTS = (
     "import jax, tensorflow as tf, tensorflow_datasets as tfds; "
@@ -45,19 +52,23 @@ def sh(command, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, **kwargs)
 
 
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def pinned() -> dict[str, tuple[str, str]]:
     """canonical name -> (version, reason it may change or "") from the runtime list."""
     pins = {}
     for line in LIST.read_text().splitlines():
         if match := re.match(r"^([A-Za-z0-9_.-]+)==(\S+)\s*(?:#\s*changed:\s*(.*))?$", line):
             name, version, reason = match.groups()
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = (version, reason or "")
+            pins[canonical(name)] = (version, reason or "")
     return pins
 
 
 def versions(python: Path) -> dict[str, str]:
     listing = sh([str(python), "-m", "pip", "list", "--format=json"], check=True).stdout
-    return {re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in json.loads(listing)}
+    return {canonical(p["name"]): p["version"] for p in json.loads(listing)}
 
 
 def run_notebook(python: Path, notebook: Path, cwd: Path, repo: str, whole: bool) -> str:
@@ -82,7 +93,8 @@ print("".join(o.get("text", "") for o in install.outputs), end="")
 """
     result = sh([str(python), "-c", script])
     if result.returncode:
-        raise RuntimeError((result.stderr.strip().splitlines() or ["no output"])[-1])
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(re.sub(r"\x1b\[[0-9;]*m", "", last))  # without IPython's colours
     return result.stdout
 
 
@@ -94,17 +106,25 @@ EXPECTED = {  # what each README extra must bring, besides lcm-jax's other requi
 
 
 def resolve_readme_installs(bare: Path) -> list[tuple[str, str, bool]]:
-    """Each `pip install` line of the README's Installing section, as pip's dry run."""
+    """Each `pip install` line of the README's Installing section, as pip's dry run.
+
+    PIP_DRY_RUN would also reach the pip that fills an isolated build environment, so the bare
+    virtualenv gets the build requirements first and pip builds without isolation.
+    """
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## Installing\n", 1)[1].split("\n## ", 1)[0]
     lines = [line.split("  #")[0].strip() for line in section.splitlines()]
     venv.create(bare, with_pip=True, clear=True)
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pip = [str(bare / "bin" / "python"), "-m", "pip", "install", "-q", *build, "wheel"]
+    sh(pip, check=True)
     env = dict(os.environ, PATH=f"{bare / 'bin'}:{os.environ['PATH']}", PIP_DRY_RUN="1")
+    env["PIP_NO_BUILD_ISOLATION"] = "0"
     results = []
     for command in [line for line in lines if line.startswith("pip install")]:
         result = sh(["bash", "-c", command], cwd=ROOT, env=env)
         would = [line for line in result.stdout.splitlines() if line.startswith("Would install")]
-        names = {re.sub(r"-\d[^-]*$", "", w).lower() for w in " ".join(would).split()[2:]}
+        names = {canonical(re.sub(r"-\d[^-]*$", "", w)) for w in " ".join(would).split()[2:]}
         extra = re.search(r"\[(\w+)\]", command).group(1)
         cuda = sorted(n for n in names if n.startswith("nvidia-"))
         ok = result.returncode == 0 and EXPECTED[extra] <= names and "tensorflow" not in names
@@ -143,7 +163,8 @@ def main() -> int:
     build = sh([str(python), "-m", "pip", "install", "-q", f"pip=={pins['pip'][0]}"])
     if build.returncode == 0:
         build = sh([str(python), "-m", "pip", "install", "-q", "-r", str(LIST)])
-    step("runtime built from the list", build.returncode == 0, build.stderr.strip()[-300:])
+    failure = (build.stderr.strip().splitlines() or [""])[-1] if build.returncode else ""
+    step("runtime built from the list", build.returncode == 0, failure)
     if build.returncode:
         return write_report(steps, facts)
     before = versions(python)

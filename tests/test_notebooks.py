@@ -17,7 +17,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
-IN_COLAB = 'import sys, types\nsys.modules["google.colab"] = types.ModuleType("google.colab")\n'
 
 
 def overrides(name: str, tmp_path: Path) -> str:
@@ -56,11 +55,18 @@ def test_every_notebook_sets_repo_first_and_installs_right_after_its_parameters(
     assert len(installs) == 1  # the same cell everywhere, 03 adds the torch extra
 
 
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "colab" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_install_cell_in_colab(path: Path, repo: str, cwd: Path) -> str:
     """The parameters and install cells, with `google.colab` importable as in Colab."""
     nb = nbformat.read(path, as_version=4)
     at = cell(nb, "parameters")
-    cells = [nbformat.v4.new_code_cell(IN_COLAB), nb.cells[at]]
+    cells = [nbformat.v4.new_code_cell(load("check_runtime").IN_COLAB), nb.cells[at]]
     cells += [nbformat.v4.new_code_cell(f"REPO = {repo!r}"), nb.cells[at + 1]]
     nb.cells = cells
     client = nbclient.NotebookClient(
@@ -82,13 +88,6 @@ def test_install_cell_in_colab_offline_says_the_clone_failed_and_why(tmp_path):
     error = run_install_cell_in_colab(NOTEBOOKS[0], "http://127.0.0.1:9/lcm-jax.git", tmp_path)
     assert "git clone http://127.0.0.1:9/lcm-jax.git failed: is REPO right, is this" in error
     assert "(exit 128)" in error
-
-
-def load_install():
-    spec = importlib.util.spec_from_file_location("install", ROOT / "colab" / "install.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def fake_dists(path: Path, **versions: str) -> Path:
@@ -121,7 +120,7 @@ def test_install_on_a_runtime_with_an_old_tensorflow_names_the_minimum_and_the_u
 
 
 def test_install_keeps_what_is_installed_and_keeps_tfds_metadata_on_protobuf_5():
-    install = load_install()
+    install = load("install")
     colab = {"tensorflow": "2.19.0", "protobuf": "5.29.6", "jax": "0.7.2", "absl-py": "1.4.0"}
     colab |= {"jax-cuda12-plugin": "0.7.2", "jax-cuda12-pjrt": "0.7.2", "libtpu": "0.0.17"}
     assert install.constraints(colab) == [
