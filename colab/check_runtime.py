@@ -40,6 +40,10 @@ colab = types.ModuleType("google.colab")
 colab.output = types.ModuleType("google.colab.output")
 sys.modules.update({"google.colab": colab, "google.colab.output": colab.output})
 """
+# The lines that colab/install.py and the install cell print, among pip's, TensorFlow's and JAX's.
+OURS = re.compile(
+    r"^(keeping this runtime's|installed lcm-jax|JAX runs on|lcm-jax needs|pip could)"
+)
 TINY = {"01_quickstart": "STEPS = 2\n"}
 IMPORTS = (
     "import jax, tensorflow as tf, tensorflow_datasets as tfds; "
@@ -171,7 +175,8 @@ def main() -> int:
     check_before = sh([str(python), "-m", "pip", "check"]).stdout.strip()
 
     commit = sh(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True).stdout.strip()
-    dirty = bool(sh(["git", "status", "--porcelain"], cwd=ROOT).stdout.strip())
+    status = ["git", "status", "--porcelain", "--", ".", f":!{REPORT.relative_to(ROOT)}"]
+    dirty = bool(sh(status, cwd=ROOT).stdout.strip())
     if dirty:
         print(f"note: the notebooks clone HEAD ({commit}); uncommitted changes are not checked")
     facts.update(commit=commit, dirty=dirty, pip_check_before=check_before)
@@ -186,7 +191,7 @@ def main() -> int:
         except RuntimeError as error:
             said = str(error)
             step(f"{notebook.stem}: install cell", False, said)
-        outputs.append((notebook.stem, said.strip()))
+        outputs.append((notebook.stem, "\n".join(filter(OURS.match, said.splitlines()))))
 
     checked = sh([str(python), "-m", "pip", "check"])
     step("pip check", checked.returncode == 0, checked.stdout.strip().splitlines()[-1])
@@ -208,10 +213,11 @@ def main() -> int:
     clone = work / "01_quickstart" / "lcm-jax"
     env = dict(os.environ, PATH=f"{python.parent}:{os.environ['PATH']}")
     readme = sh(["bash", "-c", "python colab/install.py ."], cwd=clone, env=env)
+    said = [line for line in (readme.stdout + readme.stderr).splitlines() if OURS.match(line)]
     step(
         "README: `python colab/install.py .` in the runtime",
         readme.returncode == 0,
-        (readme.stdout + readme.stderr).strip().splitlines()[-1],
+        (said or ["?"])[-1],
     )
     start = time.monotonic()
     content = work / "quickstart"
@@ -286,6 +292,12 @@ def write_report(steps: list[tuple[str, bool, str]], facts: dict) -> int:
         out += ["", "## pip check", "", "```", "before: " + facts["pip_check_before"]]
         out += ["after: " + facts["pip_check_after"], "```", "", "## Imports after the install"]
         out += ["", "```", facts["imports"], "```", "", "## What the install cells printed", ""]
+        out += [
+            "Their own lines; besides them, each showed JAX's error for the CUDA plugin that"
+            " cannot load without CUDA (`Unable to load CUDA. Is it installed?`), TensorFlow's"
+            " `Could not find cuda drivers` and pip's notes on this machine's package mirrors.",
+            "",
+        ]
         for name, said in facts["outputs"]:
             out += [f"{name}:", "", "```", said, "```", ""]
         out += ["## README installs, resolved by pip's dry run in a bare virtualenv", ""]
