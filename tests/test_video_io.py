@@ -104,3 +104,15 @@ def test_youtube_meta_is_parsed_and_malformed_meta_is_named(tmp_path):
 def test_video_io_imports_without_tensorflow():
     code = "import sys, lcm_jax.input_pipeline.video_io; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
+
+
+def test_the_input_pipeline_without_tensorflow_says_how_to_install_it():
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"  # as if TensorFlow were not installed
+        "from lcm_jax.input_pipeline import clips"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: the input pipeline needs TensorFlow")
+    assert "pip install -e '.[cpu]'" in last
