@@ -204,12 +204,13 @@ def check_matches(expected: Any, found: Any, where: str) -> None:
         )
 
 
-def training_manager(directory: str | os.PathLike, keep: int) -> ocp.CheckpointManager:
-    """The CheckpointManager of a training run's checkpoints (items "state", "data",
-    "model_config"), saving asynchronously and keeping the last `keep` steps. It creates
-    `directory` only with its first save, so a run that fails its checks leaves no trace."""
+def training_manager(directory: str, keep: int) -> ocp.CheckpointManager:
+    """The CheckpointManager of a training run's checkpoints in the absolute path or URL
+    `directory` (items "state", "data", "model_config"), saving asynchronously and keeping the
+    last `keep` steps. It creates `directory` only with its first save, so a run that fails its
+    checks leaves no trace."""
     return ocp.CheckpointManager(
-        os.path.abspath(directory),
+        directory,
         item_handlers={
             STATE_ITEM: ocp.StandardCheckpointHandler(),
             DATA_ITEM: ocp.JsonCheckpointHandler(),

@@ -478,7 +478,7 @@ def train_and_evaluate(
     the workdir then keeps its last good checkpoint.
     """
     check_config(config)
-    workdir = os.path.abspath(workdir)
+    workdir = workdir if "://" in workdir else os.path.abspath(workdir)  # gs://... as is
     check_processes_agree(config, workdir)
 
     # ---------------------------------------------------------------- Mesh
@@ -487,7 +487,7 @@ def train_and_evaluate(
     if config.batch_size % (n_dev * accum):
         raise ConfigError(
             f"config.batch_size={config.batch_size} does not divide over {n_dev} devices "
-            f"({jax.process_count()} processes) x config.grad_accum_steps={accum}; use a "
+            f"(of {jax.process_count()} process(es)) x config.grad_accum_steps={accum}; use a "
             f"multiple of {n_dev * accum}"
         )
     replicated = NamedSharding(mesh, P())

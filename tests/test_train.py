@@ -320,7 +320,8 @@ def test_a_run_killed_after_its_second_checkpoint_resumes_with_the_same_losses(t
     data_dir = tmp_path / "data"
     env = dict(
         os.environ,
-        XLA_FLAGS="",  # one CPU device: the subprocesses are about resuming, not sharding
+        # One CPU device (the subprocesses are about resuming, not sharding), compiled 4x faster.
+        XLA_FLAGS="--xla_backend_optimization_level=0",
         JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
@@ -453,3 +454,124 @@ def test_config_arguments_that_do_not_exist_are_rejected():
         lcm_configs.get_config("stage=main,data=kitti")
     with pytest.raises(ValueError, match="runlocal must be True or False"):
         lcm_configs.get_config("runlocal=maybe")
+
+
+_RUNLOCAL = ["--config", "configs/lcm.py:stage=main,data=synthetic,runlocal=True"]
+# Mistakes at the command line: (flags, environment, what the error line says).
+_CLI_MISTAKES = {
+    "zero steps": (
+        [*_RUNLOCAL, "--config.num_train_steps=0"],
+        {},
+        r"config\.num_train_steps must be >= 1, got 0$",
+    ),
+    "negative steps": (
+        [*_RUNLOCAL, "--config.num_train_steps=-5"],
+        {},
+        r"config\.num_train_steps must be >= 1, got -5$",
+    ),
+    "a crop the stride does not divide": (
+        [*_RUNLOCAL, "--config.data.crop=(60, 60)"],
+        {},
+        r"config\.data\.crop must be .* a positive multiple of 16",
+    ),
+    "a missing data dir": (
+        ["--config", "configs/lcm.py:stage=main,data=davis", "--config.data.manual_dir={tmp}/raw"]
+        + ["--config.data.data_dir={tmp}/tfds"],
+        {},
+        r"davis2017_vos.* is not prepared in '.*/tfds' and its manual_dir '.*/raw/DAVIS' does "
+        r"not exist\. Download DAVIS-2017-trainval-480p\.zip",
+    ),
+    "a bad config argument": (
+        ["--config", "configs/lcm.py:stage=finetune"],
+        {},
+        r"stage must be one of \['pretrain', 'main', 'sequence'\], got 'finetune'$",
+    ),
+    "an unknown override": (
+        [*_RUNLOCAL, "--config.learning_rate=0.1"],
+        {},
+        r"a --config\.<field> flag names a field that the config does not have: learning_rate$",
+    ),
+    "a batch that does not divide": (
+        [*_RUNLOCAL, "--config.batch_size=3"],
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        r"config\.batch_size=3 does not divide over 2 devices \(of 1 process\(es\)\)",
+    ),
+    "a half-set environment": (
+        _RUNLOCAL,
+        {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234"},
+        r"missing --num_processes or JAX_NUM_PROCESSES, --process_id or JAX_PROCESS_ID$",
+    ),
+    "an unreachable coordinator": (
+        [*_RUNLOCAL, "--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=1"]
+        + ["--initialization_timeout=3"],
+        {},
+        r"could not join the multi-process run through the coordinator at 127\.0\.0\.1:1 "
+        r"within 3 s",
+    ),
+}
+
+
+def test_every_input_mistake_ends_the_cli_with_one_line_and_status_2(tmp_path):
+    """Each mistake through `python -m lcm_jax.main` (all started at once): exit status 2, one
+    line "error: ..." naming the problem, no traceback, nothing written."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = {}
+    for name, (flags, env, _) in _CLI_MISTAKES.items():
+        flags = [f.format(tmp=tmp_path) for f in flags]
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "lcm_jax.main", *flags, f"--workdir={tmp_path / 'w'}"],
+            env={**os.environ, **env},
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    for name, proc in procs.items():
+        stderr = proc.communicate(timeout=180)[1]
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == 2, (name, stderr[-2000:])
+        assert len(errors) == 1 and re.search(_CLI_MISTAKES[name][2], errors[0]), (name, errors)
+        assert "Traceback" not in stderr, (name, stderr[-2000:])
+    assert os.listdir(tmp_path) == []  # no workdir, no data dir
+
+
+_WITHOUT_TENSORFLOW = """
+import sys
+
+# No TensorFlow, as on a machine (the GPU image) that has none: importing it fails, and
+# importlib.util.find_spec says it is not installed.
+sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None
+import numpy as np
+from lcm_jax import train
+from lcm_jax.configs import lcm
+
+config = lcm.get_config("stage=main,data=synthetic,runlocal=True")
+config.update(num_train_steps=2, batch_size=2, eval_every_steps=0, mesh=(("data", 1),))
+config.data.crop = (32, 32)
+
+def batches(seed, start_step, split):  # synthetic NumPy clips: a square object
+    masks = np.zeros((2, 3, 3, 32, 32), np.float32)
+    masks[:, :, 0, 8:20, 8:20] = 1
+    frames = np.broadcast_to(masks[:, :, :1].transpose(0, 1, 3, 4, 2), (2, 3, 32, 32, 3))
+    while True:
+        yield {"frames": frames, "masks": masks, "valid": np.array([[True, False, False]] * 2)}
+
+_, history = train.train_and_evaluate(config, sys.argv[1], batches=batches)
+loaded = [m for m, v in sys.modules.items() if m.startswith("tensorflow") and v is not None]
+print("steps", [h["step"] for h in history], "tensorflow modules", loaded)
+"""
+
+
+def test_training_needs_no_tensorflow_when_fed_numpy_batches(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, str(tmp_path / "w")],
+        env={**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"},  # fast compiles
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "steps [1, 2] tensorflow modules []" in done.stdout
+    assert "No TensorBoard events" in done.stderr  # the metrics went to the log
+    assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["2"]
