@@ -50,11 +50,11 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import numpy as np
 
+from lcm_jax.configs.data import STAGES
 from lcm_jax.input_pipeline import sources
 from lcm_jax.input_pipeline.tf_setup import tf
 from lcm_jax.input_pipeline.video_io import DatasetError
 
-STAGES = ("pretrain", "main", "sequence")
 SKIPS: collections.Counter = collections.Counter()  # (stage, reason) -> skipped clips
 _WARNED: set = set()
 

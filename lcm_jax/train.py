@@ -55,18 +55,18 @@ from jax.sharding import PartitionSpec as P
 
 from lcm_jax import checkpoints, losses
 from lcm_jax.configs import base as base_config
+from lcm_jax.configs.data import STAGES
 from lcm_jax.input_pipeline.video_io import DatasetError
 from lcm_jax.model import LCM, build_model, init_variables
 
-STAGES = ("pretrain", "main", "sequence")
 MODEL_AXIS = "model"
 BATCH_KEYS = ("frames", "masks", "valid")
 
 # batches(seed, start_step, split) -> iterator of host-local batches {frames float32
 # [b, 3, H, W, 3], masks float32 [b, 3, O, H, W], valid bool [b, O]} (NumPy), b =
 # config.batch_size // jax.process_count(), (H, W) = config.data.crop; split "train" or
-# config.data.eval_split. The batch at step s (the (s - start_step)-th yielded) must depend
-# only on (seed, s, the process), so that a resumed run repeats its batches.
+# config.data.eval_split. The i-th batch yielded (i = 0, 1, ...) feeds step start_step + i + 1
+# and must depend only on (seed, start_step + i, the process): a resumed run repeats it.
 Batches = Callable[[int, int, str], Iterator[Mapping[str, np.ndarray]]]
 
 
@@ -225,6 +225,14 @@ def make_mesh(axes) -> Mesh:
 
     -1 takes the remaining devices; without -1 the mesh may use the first k of the devices
     (single process only, e.g. (("data", 1),) for a one-device run)."""
+    pairs = all(
+        isinstance(a, tuple | list) and len(a) == 2 and isinstance(a[0], str) and type(a[1]) is int
+        for a in axes
+    )
+    if not axes or not pairs:
+        raise ConfigError(
+            f"config.mesh must be axes (name, size), e.g. (('data', -1),), got {tuple(axes)}"
+        )
     names = tuple(name for name, _ in axes)
     sizes = [size for _, size in axes]
     n = jax.device_count()

@@ -200,24 +200,28 @@ def test_only_process_0_writes_events_and_draws_the_progress_bar(runs):
         assert percents[0] == start and percents.count(start) == 1, percents  # one bar drawn
 
 
-def start_two(flags: list[list[str]], tmp_path: Path) -> list[tuple[int, str]]:
+def start_two(flags: list[list[str]], tmp_path: Path, join_by_flags=False) -> list[tuple]:
     """Runs `lcm_jax.main` as processes 0 and 1 of a run (2 CPU devices each, the given flags
-    each); (exit status, the error lines) of both."""
+    each), joined by the JAX_* environment or by flags; (exit status, error lines) of both."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}", JAX_NUM_PROCESSES="2")
+    address = f"127.0.0.1:{free_port()}"
     base = ["--config", "configs/lcm.py:stage=main,data=synthetic,runlocal=True"]
     base += [f"--workdir={tmp_path / 'w'}", f"--config.data.manual_dir={tmp_path / 'raw'}"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "lcm_jax.main", *base, *flags[i]],
-            env={**env, "JAX_PROCESS_ID": str(i)},
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+    procs = []
+    for i in (0, 1):
+        by_flags = [f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"]
+        by_env = dict(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "lcm_jax.main", *base, *flags[i]]
+                + (by_flags if join_by_flags else []),
+                env={**env, **({} if join_by_flags else by_env)},
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-        for i in (0, 1)
-    ]
     results = []
     for p in procs:
         stderr = p.communicate(timeout=180)[1]
@@ -228,7 +232,8 @@ def start_two(flags: list[list[str]], tmp_path: Path) -> list[tuple[int, str]]:
 
 
 def test_processes_started_with_different_configs_fail_naming_the_difference(tmp_path):
-    results = start_two([["--config.batch_size=8"], ["--config.batch_size=16"]], tmp_path)
+    flags = [["--config.batch_size=8"], ["--config.batch_size=16"]]
+    results = start_two(flags, tmp_path, join_by_flags=True)  # they join, then compare
     for status, errors in results:
         assert status == 2 and len(errors) == 1, results
         assert re.match(

@@ -474,6 +474,11 @@ _CLI_MISTAKES = {
         {},
         r"config\.data\.crop must be .* a positive multiple of 16",
     ),
+    "a mesh that is not (name, size) axes": (
+        [*_RUNLOCAL, "--config.mesh=('data', 2)"],
+        {},
+        r"config\.mesh must be axes \(name, size\), e\.g\. \(\('data', -1\),\), got \('data', 2\)$",
+    ),
     "a missing data dir": (
         ["--config", "configs/lcm.py:stage=main,data=davis", "--config.data.manual_dir={tmp}/raw"]
         + ["--config.data.data_dir={tmp}/tfds"],
