@@ -30,16 +30,19 @@ OBJECTS = 3
 
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
+    """JAX's persistent compilation cache for this module's runs (in process and not): its
+    folder."""
     names = (
         "jax_compilation_cache_dir",
         "jax_persistent_cache_min_compile_time_secs",
         "jax_persistent_cache_min_entry_size_bytes",
     )
     old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
+    folder = str(tmp_path_factory.mktemp("jax_cache"))
+    jax.config.update(names[0], folder)
     jax.config.update(names[1], 0)
     jax.config.update(names[2], 0)
-    yield
+    yield folder
     for n, v in old.items():
         jax.config.update(n, v)
 
@@ -190,9 +193,7 @@ def test_two_accumulated_half_batches_on_a_data_by_model_mesh_equal_one_full_bat
 def test_stage_two_starts_from_the_checkpoint_of_stage_one(eight_device_run, clips, tmp_path):
     stage1_dir, stage1_state, _ = eight_device_run
     config = tiny_config(init_from=str(stage1_dir))
-    config.stage = "main"
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-5
+    config.stage = "main"  # the same step as stage 1's: its executables are in the cache
     state, history = run(config, tmp_path, clips)
     # Step 1's loss is that of stage 1's parameters on step 1's batch.
     batch = next(clip_batches(clips, config.batch_size)(config.data_seed, 0, "train"))
@@ -201,7 +202,7 @@ def test_stage_two_starts_from_the_checkpoint_of_stage_one(eight_device_run, cli
     logits = net.apply(variables, batch["frames"], batch["masks"], batch["valid"])
     expected, _ = losses.training_loss(logits, batch["masks"], batch["valid"])
     assert abs(history[0]["loss"] - float(expected)) <= 1e-5
-    # A new stage counts its own steps, with a fresh Adam state (its counts start at 0).
+    # A new stage counts its own steps, with a fresh optimiser state (its counts start at 0).
     assert int(state["step"]) == 1
     counts = {int(x) for x in jax.tree.leaves(state["opt_state"]) if np.ndim(x) == 0}
     assert counts == {1}
@@ -546,31 +547,30 @@ import sys
 # No TensorFlow, as on a machine (the GPU image) that has none: importing it fails, and
 # importlib.util.find_spec says it is not installed.
 sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None
-import numpy as np
-from lcm_jax import train
-from lcm_jax.configs import lcm
+import jax
 
-config = lcm.get_config("stage=main,data=synthetic,runlocal=True")
-config.update(num_train_steps=2, batch_size=2, eval_every_steps=0, mesh=(("data", 1),))
-config.data.crop = (32, 32)
+jax.config.update("jax_default_matmul_precision", "highest")  # as conftest.py
+from test_train import render_clips, run, tiny_config
 
-def batches(seed, start_step, split):  # synthetic NumPy clips: a square object
-    masks = np.zeros((2, 3, 3, 32, 32), np.float32)
-    masks[:, :, 0, 8:20, 8:20] = 1
-    frames = np.broadcast_to(masks[:, :, :1].transpose(0, 1, 3, 4, 2), (2, 3, 32, 32, 3))
-    while True:
-        yield {"frames": frames, "masks": masks, "valid": np.array([[True, False, False]] * 2)}
-
-_, history = train.train_and_evaluate(config, sys.argv[1], batches=batches)
+# The overfit test's step (its executables are in the compilation cache), 2 steps.
+config = tiny_config(batch_size=1, num_train_steps=2, mesh=(("data", 1),))
+config.optimizer.name, config.optimizer.learning_rate = "adam", 1e-3
+_, history = run(config, sys.argv[1], render_clips(1, seed=3))
 loaded = [m for m, v in sys.modules.items() if m.startswith("tensorflow") and v is not None]
 print("steps", [h["step"] for h in history], "tensorflow modules", loaded)
 """
 
 
-def test_training_needs_no_tensorflow_when_fed_numpy_batches(tmp_path):
+def test_training_needs_no_tensorflow_when_fed_numpy_batches(tmp_path, compilation_cache):
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
+    env.update(
+        JAX_COMPILATION_CACHE_DIR=compilation_cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
     done = subprocess.run(
         [sys.executable, "-c", _WITHOUT_TENSORFLOW, str(tmp_path / "w")],
-        env={**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"},  # fast compiles
+        env=env,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         capture_output=True,
         text=True,
