@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lcm_jax import checkpoints, losses  # noqa: E402
 from lcm_jax.configs import model as model_configs  # noqa: E402
 from lcm_jax.input_pipeline import synthetic, video_io  # noqa: E402
-from lcm_jax.model import build_model  # noqa: E402
+from lcm_jax.model import build_model, init_variables  # noqa: E402
 
 
 def clips(size: tuple[int, int], count: int, objects: int):
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     if args.checkpoint:
         variables = checkpoints.load_variables(args.checkpoint)
     else:
-        variables = jax.jit(nets["float32"].init)(jax.random.key(0), *batches[0])
+        variables = jax.jit(lambda key: init_variables(nets["float32"], key))(jax.random.key(0))
 
     def loss_and_grad(dtype):
         def loss(params, frames, masks, valid):

@@ -1,10 +1,20 @@
-"""Input pipeline throughput: clips/s of each training stage on synthetic data.
+"""Input pipeline throughput against the tiny model's train step, per training stage, one run.
 
-    python -m benchmarks.input_pipeline [--height 480 --width 854] [--batch_size 8] [--batches 20]
+    python -m benchmarks.input_pipeline                    # the tiny config (tests, CPU demo)
+    python -m benchmarks.input_pipeline --height 480 --width 854 --crop 0 --batches 10
 
-Generates synthetic videos at the given frame size (default DAVIS 480p), prepares the TFDS sets
-in a temporary folder, then times `create_train_iterator` for pretrain (384x384 crops), main
-and sequence (384x640 crops), after one warm-up batch. Pass --crop 64 for the tiny config.
+Generates synthetic videos (default 64x96 frames, as the tests and the CPU demo), prepares the
+TFDS sets in a temporary folder (or --workdir, reused), then for pretrain, main and sequence
+measures, after one warm-up batch:
+
+- pipeline: `create_train_iterator` alone (ArrayRecord reads, JPEG/PNG decode, warp, one-hot
+  masks, batching), clips/s;
+- train step: the tiny model's jitted `train.make_train_step` on one batch held in memory
+  (all local devices, as `lcm_jax.main` would use them), clips/s;
+- fed: the same step fed by the pipeline, clips/s (both share the CPU);
+
+and the ratio pipeline / train step (goal: >= 2, so that the input never starves the step).
+--crop 0 keeps the paper's crops (384x384, 384x640).
 """
 
 from __future__ import annotations
@@ -14,21 +24,69 @@ import os
 import tempfile
 import time
 
-from lcm_jax.configs import data as data_configs
-from lcm_jax.input_pipeline import pipeline, prepare, synthetic
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lcm_jax import train
+from lcm_jax.configs import lcm as lcm_configs
+from lcm_jax.input_pipeline import prepare, synthetic
+from lcm_jax.model import build_model, init_variables
+
+
+def clips_per_second(step, batches: int, batch_size: int) -> float:
+    """Clips/s of `batches` calls of step() after one warm-up call; step() returns an array
+    to wait for (or None)."""
+    jax.block_until_ready(step())
+    start = time.perf_counter()
+    for _ in range(batches):
+        out = step()
+    jax.block_until_ready(out)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def measure(config, batches: int) -> dict[str, float]:
+    """{"pipeline", "train step", "fed"} clips/s for one stage's config."""
+    it = train.pipeline_batches(config)(config.data_seed, 0, "train")
+    pipeline_rate = clips_per_second(lambda: next(it), batches, config.batch_size)
+
+    mesh = train.make_mesh(config.mesh)
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+    net = build_model(config.model)
+    tx, schedule = train.make_optimizer(config)
+    step_fn = jax.jit(
+        train.make_train_step(config, net, tx, schedule, batch_sharding),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=replicated,
+        donate_argnums=(0,),
+    )
+    state = [
+        jax.device_put(train.init_state(init_variables(net, jax.random.key(0)), tx), replicated)
+    ]
+
+    def next_batch():
+        return jax.device_put({k: next(it)[k] for k in train.BATCH_KEYS}, batch_sharding)
+
+    def step(batch):
+        state[0], metrics = step_fn(state[0], batch)
+        return metrics["loss"]
+
+    held = next_batch()
+    step_rate = clips_per_second(lambda: step(held), batches, config.batch_size)
+    fed_rate = clips_per_second(lambda: step(next_batch()), batches, config.batch_size)
+    return {"pipeline": pipeline_rate, "train step": step_rate, "fed": fed_rate}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=854)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--num_videos", type=int, default=8)
-    parser.add_argument("--num_frames", type=int, default=24)
+    parser.add_argument("--num_frames", type=int, default=12)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument(
-        "--crop", type=int, default=0, help="square crop for every stage (0: paper)"
-    )
+    parser.add_argument("--crop", type=int, default=64, help="square crop (0: the paper's)")
     parser.add_argument("--workdir", default="", help="reuse generated/prepared data here")
     args = parser.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix="lcm_input_bench_")
@@ -43,22 +101,25 @@ def main(argv: list[str] | None = None) -> None:
             num_static=4 * args.num_videos,
         )
         prepare.prepare("synthetic", raw, data_dir)
-    print(f"cpus: {os.cpu_count()}, frames {args.height}x{args.width}, batch {args.batch_size}")
+    print(
+        f"cpus: {os.cpu_count()}, devices: {jax.device_count()} {jax.devices()[0].platform}, "
+        f"frames {args.height}x{args.width}, batch {args.batch_size}, tiny model"
+    )
+    print(f"{'stage':9s} {'crop':>8s} {'pipeline':>9s} {'train step':>11s} {'fed':>7s} ratio")
     for stage in ("pretrain", "main", "sequence"):
-        cfg = data_configs.get_config(f"synthetic,{stage}")
-        cfg.manual_dir, cfg.data_dir = raw, data_dir
+        config = lcm_configs.get_config(f"stage={stage},data=synthetic,runlocal=True")
+        config.data.manual_dir, config.data.data_dir = raw, data_dir
+        config.batch_size = args.batch_size
         if args.crop:
-            cfg.crop = (args.crop, args.crop)
-        it = pipeline.create_train_iterator(
-            cfg, stage=stage, batch_size=args.batch_size, seed=0, process_index=0, process_count=1
+            config.data.crop = (args.crop, args.crop)
+        else:
+            config.data.crop = lcm_configs.get_config(f"stage={stage}").data.crop
+        rates = measure(config, args.batches)
+        crop = "x".join(map(str, config.data.crop))
+        print(
+            f"{stage:9s} {crop:>8s} {rates['pipeline']:9.1f} {rates['train step']:11.1f} "
+            f"{rates['fed']:7.1f} {rates['pipeline'] / rates['train step']:6.1f}"
         )
-        next(it)  # warm-up: tracing, first chunk
-        start = time.perf_counter()
-        for _ in range(args.batches):
-            next(it)
-        seconds = time.perf_counter() - start
-        clips = args.batches * args.batch_size
-        print(f"{stage:9s} crop {cfg.crop[0]}x{cfg.crop[1]}: {clips / seconds:7.1f} clips/s")
 
 
 if __name__ == "__main__":

@@ -5,17 +5,18 @@ Two measurements, on the same inputs in one run:
   inference: 480x864) against a memory of 5 frames with 2 objects -> frames/s
   (PyTorch under torch.inference_mode);
 * train: one training step (forward + backward of the 3-frame clip loss + Adam update) at
-  384x384, batch 2, 2 objects -> clips/s.
+  384x384, batch 2, 2 objects -> clips/s; JAX runs the trainer's own step
+  (`lcm_jax.train.make_train_step`, the paper's main-stage config) fed from NumPy.
 
     python benchmarks/speed.py                                   # GPU, ResNet-50, full sizes
     python benchmarks/speed.py --device cpu --size 240x432 --train-size 192x192 --iters 3
 
 The model config is the Flax/torch constructors' defaults (the paper's ResNet-50) with
---backbone/--width/--dtype overrides, so neither ml_collections nor TensorFlow is needed.
+--backbone/--width/--dtype overrides. No TensorFlow is needed (ml_collections is, for the
+training config).
 """
 
 import argparse
-import functools
 import os
 import platform
 import sys
@@ -86,9 +87,10 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
     import torch
 
+    from lcm_jax import train
+    from lcm_jax.configs import lcm as lcm_configs
     from lcm_jax.interop import convert
     from lcm_jax.interop import torch_lcm as tl
     from lcm_jax.model import LCM, MemoryPool, PrevFrame, Reference
@@ -173,29 +175,16 @@ def main() -> None:
         masks[:, :, 1, hh // 2 :, ww // 2 :] = 1.0
         valid = np.ones((b, OBJECTS), bool)
         labels = np.where(masks[:, 1:].max(2) > 0.5, 1 + masks[:, 1:].argmax(2), 0).astype(np.int32)
-        tx = optax.adam(1e-5)
-
-        def loss_fn(params, batch_stats, clip):
-            f, m, v, lab = clip
-            logits = net.apply({"params": params, "batch_stats": batch_stats}, f, m, v)
-            logp = jax.nn.log_softmax(logits, axis=2)
-            return -jnp.take_along_axis(logp, lab[:, :, None], axis=2).mean()
-
-        @functools.partial(jax.jit, donate_argnums=(0, 1))
-        def train_step(params, opt_state, batch_stats, clip):
-            loss, grads = jax.value_and_grad(loss_fn)(params, batch_stats, clip)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        clip = jax.device_put((frames, masks, valid, labels))
-        params = jax.tree.map(jnp.copy, variables["params"])
-        state = [params, tx.init(params)]
+        config = lcm_configs.get_config("stage=main")  # Adam 1e-5, as the torch side
+        config.model.update(cfg, dtype=args.dtype)
+        tx, schedule = train.make_optimizer(config)
+        train_step = jax.jit(train.make_train_step(config, net, tx, schedule), donate_argnums=(0,))
+        batch = jax.device_put({"frames": frames, "masks": masks, "valid": valid})
+        state = [train.init_state(jax.tree.map(jnp.copy, variables), tx)]
 
         def jax_step():
-            state[0], state[1], loss = train_step(
-                state[0], state[1], variables["batch_stats"], clip
-            )
-            return loss
+            state[0], metrics = train_step(state[0], batch)
+            return metrics["loss"]
 
         tnet.train()
         opt = torch.optim.Adam(tnet.parameters(), lr=1e-5)

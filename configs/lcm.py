@@ -5,7 +5,7 @@ r"""LCM training, one config per stage and dataset (section 3.5 of the paper).
   data      static | davis | youtube | davis+youtube | synthetic    (default: static for
             pretrain, davis+youtube otherwise)
   runlocal  True: the tiny model (ResNet-18 x 1/8) on 64x64 crops of the data's "tiny"
-            variant, 20 steps (a CPU check)
+            variant, 10 steps, a checkpoint and an eval every 5 (a CPU check)
 
 Run the paper's three stages, each starting from the previous one's workdir:
 
@@ -89,10 +89,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.num_train_steps = max(_VIDEOS.get(data, 3531) * _EPOCHS[arg.stage] // c.batch_size, 1)
 
     if arg.runlocal:
-        c.num_train_steps = 20
+        c.num_train_steps = 10
         c.log_every_steps = 1
-        c.checkpoint_every_steps = 10
-        c.eval_every_steps = 10
+        c.checkpoint_every_steps = 5
+        c.eval_every_steps = 5
         c.num_eval_batches = 1
         c.optimizer.learning_rate = 1e-3 if arg.stage != "sequence" else 1e-2
     return c

@@ -50,11 +50,11 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import numpy as np
 
+from lcm_jax.configs.data import STAGES
 from lcm_jax.input_pipeline import sources
 from lcm_jax.input_pipeline.tf_setup import tf
 from lcm_jax.input_pipeline.video_io import DatasetError
 
-STAGES = ("pretrain", "main", "sequence")
 SKIPS: collections.Counter = collections.Counter()  # (stage, reason) -> skipped clips
 _WARNED: set = set()
 
@@ -324,24 +324,38 @@ def plan_stream(source: Sequence, cfg, *, seed: int, start_index: int = 0, proce
         n += 1
 
 
-def _stack_plans(items: list) -> dict[str, np.ndarray]:
-    """Host-side inputs of `render_clip` for a chunk of plans (encoded bytes + plan arrays)."""
+def _plan_inputs(n: int, video_index: int, record: dict, plan: ClipPlan) -> dict:
+    """Host-side inputs of `render_clip` for one plan: the three frames' encoded bytes and
+    the plan's arrays (`_input_signature`)."""
     return {
-        "frames": np.array(
-            [[r["frames"][i] for i in p.frame_indices] for _, _, r, p in items], dtype=object
-        ),
+        "frames": np.array([record["frames"][i] for i in plan.frame_indices], dtype=object),
         "segmentations": np.array(
-            [[r["segmentations"][i] for i in p.frame_indices] for _, _, r, p in items],
-            dtype=object,
+            [record["segmentations"][i] for i in plan.frame_indices], dtype=object
         ),
-        "transforms": np.stack([p.transforms for *_, p in items]),
-        "object_ids": np.stack([p.object_ids for *_, p in items]),
-        "valid": np.stack([p.valid for *_, p in items]),
-        "blur_sigma": np.stack([p.blur_sigma for *_, p in items]),
-        "jitter": np.stack([p.jitter for *_, p in items]),
-        "frame_indices": np.stack([p.frame_indices for *_, p in items]),
-        "video_index": np.array([v for _, v, _, _ in items], np.int64),
-        "index": np.array([n for n, *_ in items], np.int64),
+        "transforms": plan.transforms,
+        "object_ids": plan.object_ids,
+        "valid": plan.valid,
+        "blur_sigma": plan.blur_sigma,
+        "jitter": plan.jitter,
+        "frame_indices": plan.frame_indices,
+        "video_index": np.int64(video_index),
+        "index": np.int64(n),
+    }
+
+
+def _input_signature(cfg) -> dict[str, tf.TensorSpec]:
+    o = cfg.max_objects
+    return {
+        "frames": tf.TensorSpec([3], tf.string),
+        "segmentations": tf.TensorSpec([3], tf.string),
+        "transforms": tf.TensorSpec([3, 8], tf.float32),
+        "object_ids": tf.TensorSpec([o], tf.int32),
+        "valid": tf.TensorSpec([o], tf.bool),
+        "blur_sigma": tf.TensorSpec([3], tf.float32),
+        "jitter": tf.TensorSpec([3, 4], tf.float32),
+        "frame_indices": tf.TensorSpec([3], tf.int32),
+        "video_index": tf.TensorSpec([], tf.int64),
+        "index": tf.TensorSpec([], tf.int64),
     }
 
 
@@ -353,14 +367,15 @@ def clip_batches(
     seed: int,
     start_index: int = 0,
     process_index: int = 0,
-    batches_per_chunk: int = 8,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields batches of clips forever: each key of the element (module docstring) with a
     leading batch axis [batch_size, ...]; batch b holds examples start_index + b * batch_size...
 
-    The plans (and the reading of the records) run in this Python thread; tf.data decodes and
-    warps each chunk of `batches_per_chunk` batches in parallel (`from_tensor_slices`, no
-    Python callback inside tf.data, so that no TF thread ever waits on the interpreter).
+    One tf.data pipeline serves the whole stream: a Python generator draws the plans in order
+    (and reads the records; `from_generator`, run by tf.data ahead of the consumer), tf.data
+    decodes and warps them in parallel (`render_clip`, traced once), keeps their order and
+    batches them. An error of the generator (e.g. DatasetError: no usable video) is raised
+    again as itself by the iterator.
 
     Args:
         source: records (`lcm_jax.input_pipeline.sources`); this process's shard.
@@ -371,13 +386,24 @@ def clip_batches(
         raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
     cfg = ml_collections.FrozenConfigDict(cfg)
     parallel = cfg.num_parallel_calls if cfg.num_parallel_calls > 0 else tf.data.AUTOTUNE
-    plans = plan_stream(
-        source, cfg, seed=seed, start_index=start_index, process_index=process_index
-    )
-    chunk = batch_size * batches_per_chunk
-    while True:
-        items = [next(plans) for _ in range(chunk)]
-        ds = tf.data.Dataset.from_tensor_slices(_stack_plans(items))
-        ds = ds.map(lambda e: render_clip(e, cfg), num_parallel_calls=parallel, deterministic=True)
-        ds = ds.batch(batch_size).prefetch(cfg.prefetch)
+    failures = []  # what the generator raised: tf.data reports it as an OpError only
+
+    def plans():
+        stream = plan_stream(
+            source, cfg, seed=seed, start_index=start_index, process_index=process_index
+        )
+        try:
+            yield from (_plan_inputs(*item) for item in stream)
+        except Exception as e:
+            failures.append(e)
+            raise
+
+    ds = tf.data.Dataset.from_generator(plans, output_signature=_input_signature(cfg))
+    ds = ds.map(lambda e: render_clip(e, cfg), num_parallel_calls=parallel, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(cfg.prefetch)
+    try:
         yield from ds.as_numpy_iterator()
+    except tf.errors.OpError:
+        if failures:
+            raise failures[0] from None
+        raise

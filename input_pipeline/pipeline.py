@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lcm_jax.input_pipeline import clips, davis, sources, static_images, synthetic, youtube_vos
+from lcm_jax.input_pipeline.video_io import DatasetError
 
 # dataset key -> (subfolder of manual_dir, training split)
 # dataset -> (folder in manual_dir, training split, fully annotated held-out split or None).
@@ -45,11 +46,15 @@ def get_builder(dataset: str, data_dir: str, config: ml_collections.ConfigDict |
 
 
 def prepare_builder(builder: tfds.core.DatasetBuilder, manual_dir: str | Path) -> None:
-    """Builds the TFDS set from extracted folders in ArrayRecord format (random access)."""
+    """Builds the TFDS set from extracted folders in ArrayRecord format (random access).
+
+    Raises DatasetError (one line, with the download instructions) when `manual_dir` is
+    missing; nothing is written then."""
     if not Path(manual_dir).is_dir():
-        raise ValueError(
-            f"manual_dir {str(manual_dir)!r} for {builder.info.full_name} does not exist:\n"
-            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        instructions = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
+        raise DatasetError(
+            f"{builder.info.full_name} is not prepared in {str(builder.data_dir_root)!r} and its "
+            f"manual_dir {str(manual_dir)!r} does not exist. {instructions}"
         )
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
@@ -67,21 +72,37 @@ def _datasets(config: ml_collections.ConfigDict) -> list[str]:
     ]
 
 
-def load_source(config: ml_collections.ConfigDict, split: str = "train") -> Sequence:
-    """All records of `config`'s sets in `split` (every host sees the same list), preparing if
-    allowed. split "train", or "val": the fully annotated held-out videos (DAVIS val)."""
+def load_source(
+    config: ml_collections.ConfigDict, split: str = "train", *, prepare=True
+) -> Sequence:
+    """All records of `config`'s sets in `split` (every host sees the same list). split
+    "train", or "val": the fully annotated held-out videos (DAVIS val).
+
+    What is missing is generated (synthetic) and prepared when `config.prepare_if_missing`
+    and `prepare` (False for the processes of a multi-process run: several writers would
+    race); otherwise, and for every other data problem, a one-line DatasetError says what to
+    run."""
     if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        raise DatasetError(f"split must be 'train' or 'val', got {split!r}")
     datasets = [d for d in _datasets(config) if split == "train" or DATASETS[d][2]]
     if not datasets:
-        raise ValueError(
+        raise DatasetError(
             f"data {config.name!r} ({config.stage}) has no fully annotated held-out split; "
             f"use split 'train' (e.g. data.eval_split='train')"
         )
+    may_prepare = config.prepare_if_missing and prepare
+    why_not = (
+        "config.data.prepare_if_missing is False"
+        if not config.prepare_if_missing
+        else "a multi-process run prepares nothing"
+    )
     manual = Path(config.manual_dir)
     if config.name == "synthetic" and not manual.is_dir():
-        if not config.prepare_if_missing:
-            raise ValueError(f"synthetic manual_dir {str(manual)!r} does not exist")
+        if not may_prepare:
+            raise DatasetError(
+                f"synthetic manual_dir {str(manual)!r} does not exist and {why_not}; write it "
+                f"with python -m lcm_jax.input_pipeline.synthetic --out {manual}"
+            )
         logging.info("generating synthetic data in %s", manual)
         knobs = config.synthetic.to_dict()
         difficulty = synthetic.Difficulty(**knobs.pop("difficulty"))
@@ -99,14 +120,30 @@ def load_source(config: ml_collections.ConfigDict, split: str = "train") -> Sequ
             continue
         builder = get_builder(dataset, config.data_dir, config)
         if not builder.is_prepared():
-            if not config.prepare_if_missing:
-                raise ValueError(
-                    f"{builder.info.full_name} is not prepared in {config.data_dir!r}; run "
-                    f"python -m lcm_jax.input_pipeline.prepare --dataset {dataset} ..."
+            if not may_prepare:
+                raise DatasetError(
+                    f"{builder.info.full_name} is not prepared in {config.data_dir!r} and "
+                    f"{why_not}; run python -m lcm_jax.input_pipeline.prepare --dataset "
+                    f"{'synthetic' if config.name == 'synthetic' else dataset} --manual_dir "
+                    f"{manual if config.name == 'synthetic' else manual / folder} --data_dir "
+                    f"{config.data_dir}"
                 )
             prepare_builder(builder, manual / folder)
         parts.append(sources.TfdsSource(builder, tfds_split))
     return parts[0] if len(parts) == 1 else sources.ConcatSource(parts)
+
+
+def process_share(
+    config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
+) -> sources.SubsetSource:
+    """Process `process_index`'s disjoint, contiguous share of `split`'s records (logged)."""
+    source = load_source(config, split, prepare=process_count == 1)
+    share = sources.shard(source, process_index, process_count)
+    logging.info(
+        "input %s: process %d of %d reads videos [%d, %d) of %d",
+        split, process_index, process_count, share.indices[0], share.indices[-1] + 1, len(source),
+    )  # fmt: skip
+    return share
 
 
 def create_train_iterator(
@@ -149,9 +186,8 @@ def create_train_iterator(
 
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
-    source = sources.shard(load_source(data_config, split), process_index, process_count)
     batches = clips.clip_batches(
-        source,
+        process_share(data_config, split, process_index, process_count),
         data_config,
         batch_size=batch_size,
         seed=seed,

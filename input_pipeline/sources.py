@@ -129,7 +129,7 @@ def shard(source: Sequence, process_index: int, process_count: int) -> SubsetSou
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     if len(source) < process_count:
-        raise ValueError(
+        raise DatasetError(
             f"{len(source)} videos cannot be shared among {process_count} processes; "
             "every process needs one"
         )

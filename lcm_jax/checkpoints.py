@@ -9,6 +9,12 @@ managed by an Orbax `CheckpointManager` (its latest step, item "state", a dict w
 "params", "batch_stats", "opt_state"; only params and batch_stats are returned). Leaves come
 back as NumPy arrays.
 
+The training loop's side (`lcm_jax.train`): `training_manager` opens a workdir's checkpoints,
+`restore_training_state` resumes from its latest step, `save_training_state` writes one, and
+`load_init_from` reads the weights a new stage starts from (a workdir, a `save_variables`
+directory or a torchvision `.pth`). Each checks the shapes against the configured model first
+(`tree_mismatches`) and raises CheckpointError listing the differences.
+
 A checkpoint describes itself: `save_variables` writes the model config (configs/model.py's
 fields) as `model_config.json` beside the Orbax files, and the training loop saves it with every
 step as the JSON item "model_config". Checkpoints written before configs were stored have
@@ -19,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 STATE_ITEM = "state"  # the CheckpointManager item that the training loop saves
+DATA_ITEM = "data"  # its JSON item holding the input position (the step, the data seed, ...)
 MODEL_CONFIG_ITEM = "model_config"  # its JSON item holding the model config
 MODEL_CONFIG_FILE = "model_config.json"  # the model config beside save_variables' weights
 _ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
@@ -156,3 +163,141 @@ def _restore(path: Path) -> Any:
     except Exception as e:  # orbax raises many types for foreign or damaged directories
         raise CheckpointError(f"cannot restore an Orbax checkpoint from {path}: {e}") from e
     return jax.tree.map(np.asarray, restored)
+
+
+# ---------------------------------------------------------------- Training checkpoints
+
+
+def tree_mismatches(expected: Any, found: Any) -> list[str]:
+    """Paths whose shape differs, or which one of the two trees lacks ("path: expected X,
+    found Y"), params first. Leaves need a `.shape` (arrays, ShapeDtypeStructs, Orbax array
+    metadata)."""
+
+    def shapes(tree):
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return {
+            jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
+            for path, leaf in flat
+        }
+
+    want, have = shapes(expected), shapes(found)
+
+    def describe(p):
+        if p not in have:
+            return f"{p}: expected {want[p]}, found nothing"
+        if p not in want:
+            return f"{p}: not in the model, found {have[p]}"
+        return f"{p}: expected {want[p]}, found {have[p]}"
+
+    paths = sorted(set(want) | set(have), key=lambda p: (not p.startswith("params"), p))
+    return [describe(p) for p in paths if want.get(p) != have.get(p)]
+
+
+def check_matches(expected: Any, found: Any, where: str) -> None:
+    """Raises CheckpointError listing `tree_mismatches` (at most 50) when there are any."""
+    bad = tree_mismatches(expected, found)
+    if bad:
+        listing = "\n  ".join(bad[:50]) + ("\n  ..." if len(bad) > 50 else "")
+        raise CheckpointError(
+            f"{where} does not match the configured model "
+            f"({len(bad)} mismatched parameters):\n  {listing}"
+        )
+
+
+def training_manager(directory: str, keep: int) -> ocp.CheckpointManager:
+    """The CheckpointManager of a training run's checkpoints in the absolute path or URL
+    `directory` (items "state", "data", "model_config"), saving asynchronously and keeping the
+    last `keep` steps. It creates `directory` only with its first save, so a run that fails its
+    checks leaves no trace."""
+    return ocp.CheckpointManager(
+        directory,
+        item_handlers={
+            STATE_ITEM: ocp.StandardCheckpointHandler(),
+            DATA_ITEM: ocp.JsonCheckpointHandler(),
+            MODEL_CONFIG_ITEM: ocp.JsonCheckpointHandler(),
+        },
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=False, enable_async_checkpointing=True
+        ),
+    )
+
+
+def restore_training_state(
+    manager: ocp.CheckpointManager, abstract_state: Mapping
+) -> tuple[dict, dict] | None:
+    """(state, data position) of the manager's latest step, or None when it has none.
+
+    `abstract_state` gives the shapes, dtypes and shardings (ShapeDtypeStructs) the state is
+    restored into; its params and batch_stats are checked against the checkpoint's first.
+    """
+    latest = manager.latest_step()
+    if latest is None:
+        return None
+    where = f"checkpoint {latest} in {manager.directory}"
+    found = dict(manager.item_metadata(latest)).get(STATE_ITEM)
+    if found is None:
+        raise CheckpointError(f"{where} has no {STATE_ITEM!r} item")
+    check_matches(
+        {k: abstract_state[k] for k in ("params", "batch_stats")},
+        {k: found[k] for k in ("params", "batch_stats") if k in found},
+        f"{where} (a workdir of another model?)",
+    )
+    restored = manager.restore(
+        latest,
+        args=ocp.args.Composite(
+            **{
+                STATE_ITEM: ocp.args.StandardRestore(abstract_state),
+                DATA_ITEM: ocp.args.JsonRestore(),
+            }
+        ),
+    )
+    return restored[STATE_ITEM], restored[DATA_ITEM]
+
+
+def save_training_state(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Mapping,
+    data_position: Mapping,
+    model_config: Mapping,
+) -> None:
+    """Starts saving step `step` (asynchronously; `manager.wait_until_finished()` waits)."""
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            **{
+                STATE_ITEM: ocp.args.StandardSave(state),
+                DATA_ITEM: ocp.args.JsonSave(dict(data_position)),
+                MODEL_CONFIG_ITEM: ocp.args.JsonSave(dict(model_config)),
+            }
+        ),
+        force=True,
+    )
+
+
+def load_init_from(
+    path: str, abstract_variables: Mapping, fresh_variables: Callable[[], dict]
+) -> dict:
+    """{"params", "batch_stats"} as NumPy arrays from the weights a stage starts from, checked
+    against `abstract_variables`: a previous stage's workdir or a `save_variables` directory
+    (`load_variables`), or a torchvision ResNet `.pth` state_dict converted into both encoders
+    of `fresh_variables()` (`lcm_jax.interop.convert`, layout "torchvision": LCM-only layers
+    keep their fresh initialisation). Error messages start with `repr(path)`."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path!r} does not exist")
+    try:
+        if path.endswith(".pth"):
+            import torch  # only for this branch: torch is an optional dependency
+
+            from lcm_jax.interop import convert
+
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            variables = convert.torch_to_flax(
+                state_dict, fresh_variables(), layout="torchvision", source=path
+            )
+        else:
+            variables = load_variables(path)
+    except ValueError as e:  # CheckpointError, ConversionError: they list what is wrong
+        raise CheckpointError(f"{path!r} cannot be used: {e}") from e
+    check_matches(abstract_variables, variables, repr(path))
+    return jax.tree.map(np.asarray, dict(variables))

@@ -6,27 +6,36 @@
     state, history = train.train_and_evaluate(config, "/tmp/lcm")
     # history: [{"step": 1, "loss": ..., "loss_frame1": ..., "grad_norm": ...}, ...]
 
-One function, read top to bottom: Mesh -> Input -> Model -> Shard -> Update -> Checkpoint ->
-Eval -> Loop (big_vision's layout). Everything a run needs is in `config` (configs/base.py
+`train_and_evaluate` reads top to bottom: Mesh -> Input -> Model -> Shard -> Checkpoint ->
+Update -> Eval -> Loop (big_vision's layout). The pieces a reader looks up on their own sit
+above it: `check_config`, `make_mesh`, `make_optimizer`, `make_train_step`, `make_eval_step`
+(the benchmarks jit the same steps). Everything a run needs is in `config` (configs/base.py
 lists the fields); `lcm_jax/main.py` is the command line around it.
 
 The state is a dict pytree {"step", "params", "batch_stats", "opt_state"}; it is created
 sharded (`jax.eval_shape` gives its shapes, a rule gives each leaf a `NamedSharding`,
-`jax.jit(init, out_shardings=...)` builds it in place) and saved by Orbax as the item "state"
-(with the JSON items "data", the input position, and "model_config", the model config), which
-is what `lcm_jax.checkpoints.load_variables` and `load_model_config` read from a workdir.
+`jax.jit(init, out_shardings=...)` builds it in place) and saved by Orbax with the input
+position and the model config (`lcm_jax.checkpoints`: `save_training_state`,
+`restore_training_state`), which is what `checkpoints.load_variables` and
+`load_model_config` read from a workdir.
 
 Resuming: the workdir's latest checkpoint, else `config.init_from`, else a fresh init; the
 step s batch and the step s rng (`fold_in(key(seed), s)`) depend on s only, so a run killed
 and restarted repeats the losses of an uninterrupted one exactly. Checkpoints are saved every
 `checkpoint_every_steps`, at the end and on SIGTERM (then the run stops).
 
+Input: `train_and_evaluate(..., batches=fn)` takes any `fn(seed, start_step, split)` that
+yields this process's rows of each global batch as NumPy (the `Batches` contract below);
+without it, the tf.data pipeline (`lcm_jax.input_pipeline.pipeline`, the only part that
+needs TensorFlow, imported when used). Without TensorFlow (and clu), metrics go to the log
+only.
+
 Shapes at the boundary: a global batch is {frames float32 [B, 3, H, W, 3] in [0, 1],
 masks float32 [B, 3, O, H, W], valid bool [B, O]}; the model returns logits
 [B, 2, 1+O, H, W] for frames 1 and 2 (`lcm_jax.losses` has the objective).
 """
 
-import functools
+import json
 import os
 import signal
 import time
@@ -38,37 +47,83 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 from absl import logging
-from clu import metric_writers, periodic_actions
-from jax.experimental import mesh_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lcm_jax import checkpoints, losses
 from lcm_jax.configs import base as base_config
-from lcm_jax.input_pipeline import pipeline
-from lcm_jax.model import build_model
+from lcm_jax.configs.data import STAGES
+from lcm_jax.input_pipeline.video_io import DatasetError
+from lcm_jax.model import LCM, build_model, init_variables
 
-STAGES = ("pretrain", "main", "sequence")
 MODEL_AXIS = "model"
-# Spatial size of the dummy clip that `net.init` sees; parameter shapes do not depend on it.
-_INIT_SIZE = 64
+BATCH_KEYS = ("frames", "masks", "valid")
+
+# batches(seed, start_step, split) -> iterator of host-local batches {frames float32
+# [b, 3, H, W, 3], masks float32 [b, 3, O, H, W], valid bool [b, O]} (NumPy), b =
+# config.batch_size // jax.process_count(), (H, W) = config.data.crop; split "train" or
+# config.data.eval_split. The i-th batch yielded (i = 0, 1, ...) feeds step start_step + i + 1
+# and must depend only on (seed, start_step + i, the process): a resumed run repeats it.
+Batches = Callable[[int, int, str], Iterator[Mapping[str, np.ndarray]]]
 
 
 class ConfigError(ValueError):
-    """The config, the workdir or `init_from` cannot be used; raised before any step runs."""
+    """The config, the data, the workdir or `init_from` cannot be used; raised before
+    anything is written."""
 
 
 class NonFiniteError(FloatingPointError):
     """The loss or the gradient norm of a step is NaN or Inf; the run stops without saving."""
 
 
+# ---------------------------------------------------------------- Config
+# field -> (test, what it must be), where the field is set; the model's choices (backbone,
+# dtype, ...) are checked when it is built.
+_VALUE_RULES = {
+    "num_train_steps": (lambda v: v >= 1, ">= 1"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "grad_accum_steps": (lambda v: v >= 1, ">= 1"),
+    "seed": (lambda v: v >= 0, ">= 0"),
+    "data_seed": (lambda v: v >= 0, ">= 0"),
+    "eval_data_seed": (lambda v: v >= 0, ">= 0"),
+    "log_every_steps": (lambda v: v >= 1, ">= 1"),
+    "checkpoint_every_steps": (lambda v: v >= 1, ">= 1"),
+    "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
+    "eval_every_steps": (lambda v: v >= 0, ">= 0 (0: no eval)"),
+    "num_eval_batches": (lambda v: v >= 1, ">= 1"),
+    "optimizer.learning_rate": (lambda v: v > 0, "> 0"),
+    "optimizer.warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "optimizer.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "optimizer.grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "optimizer.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optimizer.b1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optimizer.b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optimizer.eps": (lambda v: v > 0, "> 0"),
+    "loss.top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "loss.start_warm": (lambda v: v >= 0, ">= 0"),
+    "model.width": (lambda v: v > 0, "> 0"),
+    "model.max_objects": (lambda v: v >= 1, ">= 1"),
+    "model.pgm_top_k": (lambda v: v >= 1, ">= 1"),
+    "model.orm_reduction": (lambda v: v >= 1, ">= 1"),
+    "model.grm_chunk_size": (lambda v: v >= 0, ">= 0 (0: plain read)"),
+    "data.crop": (
+        lambda v: len(v) == 2 and all(s >= 16 and s % 16 == 0 for s in v),
+        "(H, W), each a positive multiple of 16 (the model's stride)",
+    ),
+    "data.min_skip": (lambda v: v >= 1, ">= 1"),
+    "data.prefetch": (lambda v: v >= 0, ">= 0"),
+    "data.num_parallel_calls": (lambda v: v == -1 or v >= 1, "-1 (autotune) or >= 1"),
+}
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for fields that configs/base.py does not define, or bad values.
 
-    `config.model` and `config.data` are checked by `build_model` and the input pipeline.
+    Values that cannot train (num_train_steps <= 0, a crop the model's stride does not
+    divide, ...) are rejected here; the data's paths are checked by the input pipeline.
     """
 
     def unknown(c, ref, prefix):
@@ -102,51 +157,82 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"config.data.max_objects={config.data.max_objects} differs from "
             f"config.model.max_objects={config.model.max_objects}"
         )
-    for name in (
-        "batch_size",
-        "grad_accum_steps",
-        "log_every_steps",
-        "checkpoint_every_steps",
-        "keep_checkpoints",
-    ):
-        if config[name] < 1:
-            raise ConfigError(f"config.{name} must be >= 1, got {config[name]}")
+    for name, (ok, must_be) in _VALUE_RULES.items():
+        *parents, leaf = name.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        if leaf in node and not ok(node[leaf]):
+            raise ConfigError(f"config.{name} must be {must_be}, got {node[leaf]!r}")
+    if config.loss.start_warm > config.loss.end_warm:
+        raise ConfigError(
+            f"config.loss.start_warm={config.loss.start_warm} is after "
+            f"config.loss.end_warm={config.loss.end_warm}"
+        )
+    if config.data.get("max_skip", 1) < config.data.get("min_skip", 1):
+        raise ConfigError(
+            f"config.data.max_skip={config.data.max_skip} is below "
+            f"config.data.min_skip={config.data.min_skip}"
+        )
+    try:
+        build_model(config.model)
+    except ValueError as e:
+        raise ConfigError(f"config.model: {e}") from e
 
 
-def make_optimizer(
-    config: ml_collections.ConfigDict,
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The stage's optimiser: [clip by global norm] -> [+ weight_decay * params] -> Adam or
-    SGD with momentum -> learning-rate schedule (linear warm-up, then constant/cosine/linear
-    decay over the remaining steps)."""
-    c = config.optimizer
-    decay_steps = max(config.num_train_steps - c.warmup_steps, 1)
-    schedule = {
-        "constant": lambda: optax.constant_schedule(c.learning_rate),
-        "cosine": lambda: optax.cosine_decay_schedule(c.learning_rate, decay_steps),
-        "linear": lambda: optax.linear_schedule(c.learning_rate, 0.0, decay_steps),
-    }[c.schedule]()
-    if c.warmup_steps:
-        warmup = optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps)
-        schedule = optax.join_schedules([warmup, schedule], [c.warmup_steps])
-    chain = []
-    if c.grad_clip_norm:
-        chain.append(optax.clip_by_global_norm(c.grad_clip_norm))
-    if c.weight_decay:
-        chain.append(optax.add_decayed_weights(c.weight_decay))
-    if c.name == "adam":
-        chain.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps))
-    else:
-        chain.append(optax.trace(decay=c.momentum, nesterov=c.nesterov))
-    chain.append(optax.scale_by_learning_rate(schedule))
-    return optax.chain(*chain), schedule
+def check_processes_agree(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """With several processes, raises ConfigError on every one of them when they were started
+    with different configs or workdirs, naming each field that differs from process 0's.
+
+    Each process contributes its config and workdir as JSON (all processes, one collective).
+    """
+    if jax.process_count() == 1:
+        return
+    mine = {"workdir": workdir, "config": json.loads(config.to_json())}
+    payload = np.frombuffer(json.dumps(mine, sort_keys=True).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([payload.size], np.int32))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: payload.size] = payload
+    gathered = multihost_utils.process_allgather(padded)
+
+    def flat(tree, prefix=""):
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}.{key}").items()}
+
+    configs = [
+        flat(json.loads(row[:n].tobytes())) for row, n in zip(gathered, sizes.ravel(), strict=True)
+    ]
+    differences = [
+        f"process {i} has {name.lstrip('.')}={theirs.get(name)!r}, process 0 "
+        f"{configs[0].get(name)!r}"
+        for i, theirs in enumerate(configs[1:], start=1)
+        for name in sorted(set(theirs) | set(configs[0]))
+        if theirs.get(name) != configs[0].get(name)
+    ]
+    if differences:
+        raise ConfigError(
+            "the processes of this run were started with different settings ("
+            + "; ".join(differences[:10])
+            + ("; ..." if len(differences) > 10 else "")
+            + "): start every process with the same command"
+        )
 
 
+# ---------------------------------------------------------------- Mesh
 def make_mesh(axes) -> Mesh:
     """A Mesh from config.mesh, e.g. (("data", -1),) or (("data", -1), ("model", 2)).
 
     -1 takes the remaining devices; without -1 the mesh may use the first k of the devices
     (single process only, e.g. (("data", 1),) for a one-device run)."""
+    pairs = all(
+        isinstance(a, tuple | list) and len(a) == 2 and isinstance(a[0], str) and type(a[1]) is int
+        for a in axes
+    )
+    if not axes or not pairs:
+        raise ConfigError(
+            f"config.mesh must be axes (name, size), e.g. (('data', -1),), got {tuple(axes)}"
+        )
     names = tuple(name for name, _ in axes)
     sizes = [size for _, size in axes]
     n = jax.device_count()
@@ -178,133 +264,97 @@ def state_sharding_rule(mesh: Mesh) -> Callable[[Any], NamedSharding]:
     return rule
 
 
-def tree_mismatches(expected: Any, found: Any) -> list[str]:
-    """Paths whose shape differs, or which one of the two trees lacks ("path: expected X,
-    found Y"). Leaves need a `.shape` (arrays, ShapeDtypeStructs, Orbax array metadata)."""
+# ---------------------------------------------------------------- Input
+def pipeline_batches(config: ml_collections.ConfigDict) -> Batches:
+    """The tf.data input (`lcm_jax.input_pipeline.pipeline`; TensorFlow is imported here) of
+    this process: its share of the videos, config.batch_size // process_count clips a batch.
 
-    def shapes(tree):
-        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-        return {
-            "/".join(
-                str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path
-            ): tuple(leaf.shape)
-            for path, leaf in flat
-        }
-
-    want, have = shapes(expected), shapes(found)
-
-    def describe(p):
-        if p not in have:
-            return f"{p}: expected {want[p]}, found nothing"
-        if p not in want:
-            return f"{p}: not in the model, found {have[p]}"
-        return f"{p}: expected {want[p]}, found {have[p]}"
-
-    paths = sorted(set(want) | set(have), key=lambda p: (not p.startswith("params"), p))
-    return [describe(p) for p in paths if want.get(p) != have.get(p)]
-
-
-def _raise_if_mismatched(expected: Any, found: Any, where: str) -> None:
-    bad = tree_mismatches(expected, found)
-    if bad:
-        listing = "\n  ".join(bad[:50]) + ("\n  ..." if len(bad) > 50 else "")
-        raise ConfigError(
-            f"{where} does not match the configured model "
-            f"({len(bad)} mismatched parameters):\n  {listing}"
-        )
-
-
-def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str
-) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Trains (resuming from `workdir` if it holds checkpoints).
-
-    Returns the final state (sharded arrays) and the history of what was written to the
-    metric writers: one dict per log or eval step, with "step" and the metrics.
-
-    Raises ConfigError before any step for a bad config, workdir or init_from, and
-    NonFiniteError (naming the step) when a step's loss or gradient norm is not finite; the
-    workdir then keeps its last good checkpoint.
+    Opens (and, on a single process, prepares when allowed) the training and eval splits now,
+    so that missing data is a ConfigError before anything is written.
     """
-    check_config(config)
-    workdir = os.path.abspath(workdir)
+    from lcm_jax.input_pipeline import pipeline
 
-    # ---------------------------------------------------------------- Mesh
-    mesh = make_mesh(config.mesh)
-    batch_axes = mesh.axis_names  # the batch is split over every device
-    n_dev, accum = mesh.size, config.grad_accum_steps
-    if config.batch_size % (n_dev * accum):
-        raise ConfigError(
-            f"config.batch_size={config.batch_size} does not divide over {n_dev} devices x "
-            f"config.grad_accum_steps={accum}; use a multiple of {n_dev * accum}"
-        )
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P(batch_axes))
+    index, count = jax.process_index(), jax.process_count()
+    splits = {"train", config.data.eval_split} if config.eval_every_steps else {"train"}
+    try:
+        for split in sorted(splits):
+            pipeline.process_share(config.data, split, index, count)
+    except DatasetError as e:
+        raise ConfigError(f"config.data: {e}") from e
 
-    # ---------------------------------------------------------------- Input
-    # Each process reads its own slice of the global batch; the batch at step s depends only
-    # on (data_seed, s, process_index), so the data position is the step.
-    local_batch_size = config.batch_size // jax.process_count()
-
-    def input_iterator(
-        seed: int, start_step: int, split: str = "train"
-    ) -> Iterator[dict[str, jax.Array]]:
-        it = pipeline.create_train_iterator(
+    def batches(seed: int, start_step: int, split: str) -> Iterator[dict[str, np.ndarray]]:
+        return pipeline.create_train_iterator(
             config.data,
             stage=config.stage,
-            batch_size=local_batch_size,
+            batch_size=config.batch_size // count,
             seed=seed,
             start_step=start_step,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+            process_index=index,
+            process_count=count,
             split=split,
         )
-        for local in it:
-            yield {
-                k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
-                for k, v in local.items()
-            }
 
-    # ---------------------------------------------------------------- Model
-    net = build_model(config.model)
-    tx, schedule = make_optimizer(config)
-    n_obj = config.model.max_objects
+    return batches
 
-    # Randomness is a function of config.seed: parameters from key(seed), step s from
-    # fold_in(key(seed), s). Keys are made inside the jitted functions (no host-local inputs).
-    def init_variables() -> dict[str, Any]:
-        s = _INIT_SIZE
-        variables = net.init(
-            jax.random.key(config.seed),
-            jnp.zeros((1, 3, s, s, 3)),
-            jnp.zeros((1, 3, n_obj, s, s)),
-            jnp.ones((1, n_obj), bool),
-        )
-        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-    def init_state() -> dict[str, Any]:
-        variables = init_variables()
-        return new_state(variables["params"], variables["batch_stats"])
+# ---------------------------------------------------------------- Model
+def make_optimizer(
+    config: ml_collections.ConfigDict,
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The stage's optimiser: [clip by global norm] -> [+ weight_decay * params] -> Adam or
+    SGD with momentum -> learning-rate schedule (linear warm-up, then constant/cosine/linear
+    decay over the remaining steps)."""
+    c = config.optimizer
+    decay_steps = max(config.num_train_steps - c.warmup_steps, 1)
+    schedule = {
+        "constant": lambda: optax.constant_schedule(c.learning_rate),
+        "cosine": lambda: optax.cosine_decay_schedule(c.learning_rate, decay_steps),
+        "linear": lambda: optax.linear_schedule(c.learning_rate, 0.0, decay_steps),
+    }[c.schedule]()
+    if c.warmup_steps:
+        warmup = optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps)
+        schedule = optax.join_schedules([warmup, schedule], [c.warmup_steps])
+    chain = []
+    if c.grad_clip_norm:
+        chain.append(optax.clip_by_global_norm(c.grad_clip_norm))
+    if c.weight_decay:
+        chain.append(optax.add_decayed_weights(c.weight_decay))
+    if c.name == "adam":
+        chain.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps))
+    else:
+        chain.append(optax.trace(decay=c.momentum, nesterov=c.nesterov))
+    chain.append(optax.scale_by_learning_rate(schedule))
+    return optax.chain(*chain), schedule
 
-    def new_state(params, batch_stats) -> dict[str, Any]:
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "params": params,
-            "batch_stats": batch_stats,
-            "opt_state": tx.init(params),
-        }
 
-    # ---------------------------------------------------------------- Shard
-    abstract_state = jax.eval_shape(init_state)
-    state_shardings = jax.tree.map(state_sharding_rule(mesh), abstract_state)
-    abstract_sharded = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract_state,
-        state_shardings,
-    )
-    abstract_variables = {k: abstract_state[k] for k in ("params", "batch_stats")}
+def init_state(variables: Mapping[str, Any], tx: optax.GradientTransformation) -> dict:
+    """The train state at step 0: `variables`' params and batch_stats, a fresh optimiser."""
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": variables["params"],
+        "batch_stats": variables["batch_stats"],
+        "opt_state": tx.init(variables["params"]),
+    }
 
-    # ---------------------------------------------------------------- Update
+
+# ---------------------------------------------------------------- Update
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    net: LCM,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    batch_sharding: NamedSharding | None = None,
+) -> Callable[[dict, dict], tuple[dict, dict]]:
+    """`train_step(state, batch) -> (state, metrics)`, one optimiser update (to be jitted).
+
+    The global batch (module docstring) is split into config.grad_accum_steps micro-batches
+    (clips i, i + accum, ...: a local reshape of each device's rows, kept on
+    `batch_sharding` when given) whose gradients are averaged in float32: the update of the
+    whole batch at once. Randomness: fold_in(key(config.seed), step). metrics: float32
+    scalars loss, loss_frame1, loss_frame2, grad_norm, learning_rate (before the update).
+    """
+    accum = config.grad_accum_steps
+
     def loss_fn(params, batch_stats, batch, step_rng, bootstrap_p):
         variables = {"params": params, "batch_stats": batch_stats}
         args = (batch["frames"], batch["masks"], batch["valid"])
@@ -322,9 +372,13 @@ def train_and_evaluate(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+    def split(x):
+        x = x.reshape(x.shape[0] // accum, accum, *x.shape[1:])
+        if batch_sharding is not None:
+            x = jax.lax.with_sharding_constraint(x, batch_sharding)
+        return jnp.swapaxes(x, 0, 1)
+
     def train_step(state, batch):
-        """One optimiser update on the global batch: `accum` micro-batches, their gradients
-        averaged in float32 (the update of the whole batch at once)."""
         step = state["step"]
         step_rng = jax.random.fold_in(jax.random.key(config.seed), step)
         bootstrap_p = 1.0
@@ -338,11 +392,6 @@ def train_and_evaluate(
                 params, state["batch_stats"], batch, step_rng, bootstrap_p
             )
         else:
-            # Micro-batch i holds clips i, i+accum, ...: a local reshape of each device's rows.
-            def split(x):
-                x = x.reshape(x.shape[0] // accum, accum, *x.shape[1:])
-                x = jax.lax.with_sharding_constraint(x, batch_sharding)
-                return jnp.swapaxes(x, 0, 1)
 
             def micro_step(carry, xs):
                 i, micro = xs
@@ -360,7 +409,6 @@ def train_and_evaluate(
             (grads, loss, per_frame, batch_stats), _ = jax.lax.scan(micro_step, init, micro_batches)
             grads = jax.tree.map(lambda g: g / accum, grads)
             loss, per_frame = loss / accum, per_frame / accum
-        grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {
             "step": step + 1,
@@ -372,25 +420,129 @@ def train_and_evaluate(
             "loss": loss,
             "loss_frame1": per_frame[0],
             "loss_frame2": per_frame[1],
-            "grad_norm": grad_norm,
+            "grad_norm": optax.global_norm(grads),
             "learning_rate": schedule(step),
         }
         return new, metrics
 
-    train_step = jax.jit(
-        train_step,
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=(0,),
+    return train_step
+
+
+# ---------------------------------------------------------------- Eval
+def make_eval_step(net: LCM) -> Callable[[dict, dict], tuple[jax.Array, jax.Array]]:
+    """`eval_step(state, batch) -> (loss, per-frame losses [2])`: plain CE of the clips
+    (no bootstrapping), BatchNorm in inference mode (to be jitted)."""
+
+    def eval_step(state, batch):
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        logits = net.apply(variables, batch["frames"], batch["masks"], batch["valid"])
+        return losses.training_loss(logits, batch["masks"], batch["valid"])
+
+    return eval_step
+
+
+# ---------------------------------------------------------------- Metrics
+class _LogWriter:
+    """The metric writer where clu (and so TensorFlow) is not installed: log lines only."""
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in scalars.items()))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_metric_writer(workdir: str, num_train_steps: int):
+    """(writer, progress hook): TensorBoard events and log lines from process 0, log lines
+    from the others, and clu's ReportProgress (steps/s, ETA); log lines and no report where
+    clu or TensorFlow is not installed. Creates `workdir`."""
+    try:
+        from clu import metric_writers, periodic_actions
+    except ImportError as e:
+        logging.warning("No TensorBoard events (%s): metrics go to the log only.", e)
+        return _LogWriter(), lambda step: None
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    return writer, periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer)
+
+
+# ---------------------------------------------------------------- Train
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, batches: Batches | None = None
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Trains (resuming from `workdir` if it holds checkpoints).
+
+    `batches` feeds the run (the `Batches` contract at the top of this module); by default
+    the tf.data pipeline of `config.data` (`pipeline_batches`).
+
+    Returns the final state (sharded arrays) and the history of what was written to the
+    metric writers: one dict per log or eval step, with "step" and the metrics.
+
+    Raises ConfigError before anything is written for a bad config, data, workdir or
+    init_from (with several processes, also for processes started with different settings),
+    and NonFiniteError (naming the step) when a step's loss or gradient norm is not finite;
+    the workdir then keeps its last good checkpoint.
+    """
+    check_config(config)
+    workdir = workdir if "://" in workdir else os.path.abspath(workdir)  # gs://... as is
+    check_processes_agree(config, workdir)
+
+    # ---------------------------------------------------------------- Mesh
+    mesh = make_mesh(config.mesh)
+    n_dev, accum = mesh.size, config.grad_accum_steps
+    if config.batch_size % (n_dev * accum):
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} does not divide over {n_dev} devices "
+            f"(of {jax.process_count()} process(es)) x config.grad_accum_steps={accum}; use a "
+            f"multiple of {n_dev * accum}"
+        )
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P(mesh.axis_names))  # the batch over every device
+
+    # ---------------------------------------------------------------- Input
+    # Each process reads its own rows of the global batch; the batch at step s depends only
+    # on (data_seed, s, the process), so the data position is the step.
+    batches = batches or pipeline_batches(config)
+
+    def global_batches(seed: int, start_step: int, split: str) -> Iterator[dict[str, jax.Array]]:
+        for local in batches(seed, start_step, split):
+            yield {
+                k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(local[k]))
+                for k in BATCH_KEYS
+            }
+
+    # ---------------------------------------------------------------- Model
+    # Randomness is a function of config.seed: parameters from key(seed), step s from
+    # fold_in(key(seed), s). Keys are made inside the jitted functions (no host-local inputs).
+    net = build_model(config.model)
+    tx, schedule = make_optimizer(config)
+
+    def fresh_variables() -> dict[str, Any]:
+        return init_variables(net, jax.random.key(config.seed))
+
+    # ---------------------------------------------------------------- Shard
+    try:
+        abstract_state = jax.eval_shape(lambda: init_state(fresh_variables(), tx))
+    except ValueError as e:  # the model's own checks of its choices
+        raise ConfigError(f"config.model: {e}") from e
+    state_shardings = jax.tree.map(state_sharding_rule(mesh), abstract_state)
+    abstract_sharded = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract_state,
+        state_shardings,
     )
 
     # ---------------------------------------------------------------- Checkpoint
     # Init order: the workdir's latest checkpoint -> config.init_from -> scratch. Every check
     # runs before anything is written to the workdir.
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+    manager = checkpoints.training_manager(
+        os.path.join(workdir, "checkpoints"), config.keep_checkpoints
+    )
 
     def position(step: int) -> dict[str, int]:
-        """The input position saved with a checkpoint (item "data")."""
+        """The input position saved with a checkpoint."""
         return {
             "step": step,
             "data_seed": config.data_seed,
@@ -398,38 +550,14 @@ def train_and_evaluate(
             "process_count": jax.process_count(),
         }
 
-    manager = ocp.CheckpointManager(
-        ckpt_dir,
-        item_handlers={
-            "state": ocp.StandardCheckpointHandler(),
-            "data": ocp.JsonCheckpointHandler(),
-            checkpoints.MODEL_CONFIG_ITEM: ocp.JsonCheckpointHandler(),
-        },
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.keep_checkpoints,
-            create=False,  # the first save makes the directory: a failed start leaves no trace
-            enable_async_checkpointing=True,
-        ),
-    )
-    latest = manager.latest_step()
-    if latest is not None:
-        found = dict(manager.item_metadata(latest)).get("state")
-        if found is None:
-            raise ConfigError(f"checkpoint {latest} in {ckpt_dir} has no 'state' item")
-        _raise_if_mismatched(
-            abstract_variables,
-            {k: found[k] for k in ("params", "batch_stats") if k in found},
-            f"checkpoint {latest} in {ckpt_dir} (a workdir of another model?)",
-        )
-        restored = manager.restore(
-            latest,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_sharded), data=ocp.args.JsonRestore()
-            ),
-        )
-        state, data_position = restored["state"], restored["data"]
+    try:
+        restored = checkpoints.restore_training_state(manager, abstract_sharded)
+    except checkpoints.CheckpointError as e:
+        raise ConfigError(str(e)) from e
+    if restored is not None:
+        state, data_position = restored
         start_step = int(data_position["step"])
-        logging.info("Resuming from %s at step %d.", ckpt_dir, start_step)
+        logging.info("Resuming from %s at step %d.", manager.directory, start_step)
         if data_position != position(start_step):
             logging.warning(
                 "The input differs from the checkpoint's (%s, now %s): the batches after step "
@@ -437,57 +565,54 @@ def train_and_evaluate(
                 data_position, position(start_step), start_step,
             )  # fmt: skip
     elif config.init_from:
-        variables = _load_init_from(
-            config.init_from,
-            abstract_variables,
-            fresh_variables=lambda: jax.device_get(jax.jit(init_variables)()),
-        )
+        try:
+            variables = checkpoints.load_init_from(
+                config.init_from,
+                {k: abstract_state[k] for k in ("params", "batch_stats")},
+                fresh_variables=lambda: jax.device_get(jax.jit(fresh_variables)()),
+            )
+        except checkpoints.CheckpointError as e:
+            raise ConfigError(f"config.init_from={e}") from e
         variables = jax.tree.map(
             lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i, x=x: x[i]),
             variables,
             {k: state_shardings[k] for k in variables},
         )
-        state = jax.jit(new_state, out_shardings=state_shardings)(
-            variables["params"], variables["batch_stats"]
-        )
+        state = jax.jit(lambda v: init_state(v, tx), out_shardings=state_shardings)(variables)
         start_step = 0
         logging.info("Initialised from %s.", config.init_from)
     else:
-        state = jax.jit(init_state, out_shardings=state_shardings)()
+        state = jax.jit(lambda: init_state(fresh_variables(), tx), out_shardings=state_shardings)()
         start_step = 0
 
     def save(step: int) -> None:
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                **{
-                    "state": ocp.args.StandardSave(state),
-                    "data": ocp.args.JsonSave(position(step)),
-                    checkpoints.MODEL_CONFIG_ITEM: ocp.args.JsonSave(config.model.to_dict()),
-                }
-            ),
-            force=True,
+        checkpoints.save_training_state(
+            manager, step, state, position(step), config.model.to_dict()
         )
+
+    # ---------------------------------------------------------------- Update
+    train_step = jax.jit(
+        make_train_step(config, net, tx, schedule, batch_sharding),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
 
     # ---------------------------------------------------------------- Eval
     # An eval loss: plain CE on a fixed set of clips drawn with eval_data_seed from
     # config.data.eval_split (DAVIS val where DAVIS is in the data, else training videos);
     # J&F on whole videos is lcm_jax/evaluate.py's job.
-    @functools.partial(
-        jax.jit, in_shardings=(state_shardings, batch_sharding), out_shardings=replicated
+    eval_step = jax.jit(
+        make_eval_step(net),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=replicated,
     )
-    def eval_step(state, batch):
-        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-        logits = net.apply(variables, batch["frames"], batch["masks"], batch["valid"])
-        return losses.training_loss(logits, batch["masks"], batch["valid"])
-
-    eval_batches = None
+    eval_batches = []
 
     def evaluate(state) -> dict[str, float]:
-        nonlocal eval_batches
-        if eval_batches is None:
-            it = input_iterator(config.eval_data_seed, 0, config.data.eval_split)
-            eval_batches = [next(it) for _ in range(config.num_eval_batches)]
+        if not eval_batches:
+            it = global_batches(config.eval_data_seed, 0, config.data.eval_split)
+            eval_batches.extend(next(it) for _ in range(config.num_eval_batches))
         results = [eval_step(state, b) for b in eval_batches]
         loss = np.mean([float(r[0]) for r in results])
         per_frame = np.mean([np.asarray(r[1]) for r in results], axis=0)
@@ -498,17 +623,14 @@ def train_and_evaluate(
         }
 
     # ---------------------------------------------------------------- Loop
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    progress = periodic_actions.ReportProgress(
-        num_train_steps=config.num_train_steps, writer=writer
-    )
+    writer, progress = make_metric_writer(workdir, config.num_train_steps)
     # Preemption: one process catches SIGTERM itself; with several, JAX's preemption sync
     # point (its own SIGTERM handler, via manager.reached_preemption) makes all stop together.
     preempted = []
     single_process = jax.process_count() == 1
     if single_process:
         previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
-    train_iter = input_iterator(config.data_seed, start_step)
+    train_iter = global_batches(config.data_seed, start_step, "train")
     bar = tqdm.tqdm(
         total=config.num_train_steps,
         initial=start_step,
@@ -533,7 +655,7 @@ def train_and_evaluate(
             raise NonFiniteError(
                 f"step {step}: loss={loss}, grad_norm={grad_norm} is not finite; stopped "
                 f"without saving, the last good checkpoint is step {manager.latest_step()} "
-                f"in {ckpt_dir}"
+                f"in {manager.directory}"
             )
 
     try:
@@ -565,7 +687,9 @@ def train_and_evaluate(
             if config.eval_every_steps and (step % config.eval_every_steps == 0 or last):
                 write(step, evaluate(state))
             if stop:
-                logging.warning("Preempted: saved step %d to %s, stopping.", step, ckpt_dir)
+                logging.warning(
+                    "Preempted: saved step %d to %s, stopping.", step, manager.directory
+                )
                 break
         if pending is not None:
             check_finite(*pending)
@@ -577,31 +701,3 @@ def train_and_evaluate(
         manager.close()
         writer.close()
     return state, history
-
-
-def _load_init_from(
-    path: str, abstract_variables: dict[str, Any], fresh_variables: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """{"params", "batch_stats"} as host arrays from config.init_from, checked against the
-    model: a previous stage's workdir or a `save_variables` directory (via
-    `lcm_jax.checkpoints.load_variables`), or a torchvision ResNet `.pth` state_dict converted
-    into both encoders of `fresh_variables()` (`lcm_jax.interop.convert`, layout
-    "torchvision": LCM-only layers keep their fresh initialisation)."""
-    if not os.path.exists(path):
-        raise ConfigError(f"config.init_from={path!r} does not exist")
-    try:
-        if path.endswith(".pth"):
-            import torch  # only for this branch: torch is an optional dependency
-
-            from lcm_jax.interop import convert
-
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-            variables = convert.torch_to_flax(
-                state_dict, fresh_variables(), layout="torchvision", source=path
-            )
-        else:
-            variables = checkpoints.load_variables(path)
-    except ValueError as e:  # CheckpointError, ConversionError: they list what is wrong
-        raise ConfigError(f"config.init_from={path!r} cannot be used: {e}") from e
-    _raise_if_mismatched(abstract_variables, variables, f"config.init_from={path!r}")
-    return jax.tree.map(np.asarray, dict(variables))

@@ -220,6 +220,19 @@ def test_same_seed_gives_the_same_clips_and_a_restart_resumes_exactly(videos):
     assert not np.array_equal(first["frames"], other["frames"])
 
 
+def test_one_tf_data_pipeline_serves_a_whole_stream_that_resumes_at_any_clip(videos, monkeypatch):
+    traces = []
+    render = clips.render_clip
+    monkeypatch.setattr(clips, "render_clip", lambda e, cfg: traces.append(1) or render(e, cfg))
+    cfg = _config("main")
+    whole = _take(videos, cfg, 40, batch_size=2)  # 20 batches, one tf.data pipeline
+    assert len(traces) == 1  # the renderer is traced once
+    np.testing.assert_array_equal(whole["index"], np.arange(40))
+    resumed = _take(videos, cfg, 10, batch_size=2, start_index=30)
+    for key in ("frames", "masks", "valid", "frame_indices", "video_index"):
+        np.testing.assert_array_equal(whole[key][30:], resumed[key])
+
+
 def test_processes_read_disjoint_videos(videos):
     cfg = data_configs.get_config("synthetic,main,tiny")
     seen = []

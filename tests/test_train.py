@@ -1,9 +1,9 @@
 """train_and_evaluate on the tiny model and 8 fake CPU devices (tests/conftest.py).
 
-In-process runs read clips rendered by `lcm_jax.input_pipeline.synthetic.render_video` through a
-stand-in for `pipeline.create_train_iterator` (same contract: the batch at step s depends only
-on (seed, s)). Compiled executables are shared between runs through JAX's persistent
-compilation cache, so equal configs compile once.
+In-process runs read clips rendered by `lcm_jax.input_pipeline.synthetic.render_video` through
+the trainer's input seam (`train_and_evaluate(..., batches=...)`, the `train.Batches` contract:
+the batch at step s depends only on (seed, s)). Compiled executables are shared between runs
+through JAX's persistent compilation cache, so equal configs compile once.
 """
 
 import os
@@ -30,16 +30,19 @@ OBJECTS = 3
 
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
+    """JAX's persistent compilation cache for this module's runs (in process and not): its
+    folder."""
     names = (
         "jax_compilation_cache_dir",
         "jax_persistent_cache_min_compile_time_secs",
         "jax_persistent_cache_min_entry_size_bytes",
     )
     old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
+    folder = str(tmp_path_factory.mktemp("jax_cache"))
+    jax.config.update(names[0], folder)
     jax.config.update(names[1], 0)
     jax.config.update(names[2], 0)
-    yield
+    yield folder
     for n, v in old.items():
         jax.config.update(n, v)
 
@@ -57,21 +60,11 @@ def render_clips(num: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"frames": np.stack(frames), "masks": np.stack(masks), "valid": np.stack(valid)}
 
 
-def clip_iterator(clips, nan_at_step=None):
-    """A stand-in for pipeline.create_train_iterator over `clips` (batch s: a seeded choice;
-    both splits draw from the same clips)."""
+def clip_batches(clips, batch_size, nan_at_step=None) -> train.Batches:
+    """`train.Batches` over `clips` (batch s: a seeded choice; both splits draw from the same
+    clips)."""
 
-    def create_train_iterator(
-        data_config,
-        *,
-        stage,
-        batch_size,
-        seed,
-        start_step=0,
-        process_index=0,
-        process_count=1,
-        split="train",
-    ):
+    def batches(seed, start_step, split):
         step = start_step
         while True:
             pick = np.random.default_rng([seed, step]).integers(0, len(clips["valid"]), batch_size)
@@ -81,7 +74,7 @@ def clip_iterator(clips, nan_at_step=None):
             yield batch
             step += 1
 
-    return create_train_iterator
+    return batches
 
 
 def tiny_config(**overrides):
@@ -119,9 +112,9 @@ def initial_variables(tmp_path_factory):
     return str(checkpoints.save_variables(path, variables, model_config))
 
 
-def run(config, workdir, monkeypatch, clips, nan_at_step=None):
-    monkeypatch.setattr(train.pipeline, "create_train_iterator", clip_iterator(clips, nan_at_step))
-    return train.train_and_evaluate(config, str(workdir))
+def run(config, workdir, clips, nan_at_step=None):
+    batches = clip_batches(clips, config.batch_size, nan_at_step)
+    return train.train_and_evaluate(config, str(workdir), batches=batches)
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +124,7 @@ def eight_device_run(tmp_path_factory, initial_variables, clips):
     workdir = tmp_path_factory.mktemp("eight")
     config = tiny_config(init_from=initial_variables, eval_every_steps=1, num_eval_batches=1)
     config.eval_data_seed = config.data_seed  # eval batch 0 == the batch of step 1
-    with pytest.MonkeyPatch.context() as mp:
-        state, history = run(config, workdir, mp, clips)
+    state, history = run(config, workdir, clips)
     return workdir, jax.device_get(state), history
 
 
@@ -146,11 +138,11 @@ def _assert_trees_close(a, b, atol):
 
 
 def test_a_step_on_eight_devices_equals_the_step_on_one_device(
-    eight_device_run, initial_variables, clips, tmp_path, monkeypatch
+    eight_device_run, initial_variables, clips, tmp_path
 ):
     _, state8, history8 = eight_device_run
     config = tiny_config(init_from=initial_variables, mesh=(("data", 1),))
-    state1, history1 = run(config, tmp_path, monkeypatch, clips)
+    state1, history1 = run(config, tmp_path, clips)
     assert history8[0]["step"] == history1[0]["step"] == 1
     assert abs(history8[0]["loss"] - history1[0]["loss"]) <= 1e-5
     _assert_trees_close(state8["params"], jax.device_get(state1["params"]), atol=1e-5)
@@ -172,7 +164,7 @@ def test_a_workdir_checkpoint_carries_the_model_config_it_was_trained_with(eight
 def test_the_eval_loss_is_the_loss_of_the_new_parameters_on_the_eval_clips(eight_device_run, clips):
     _, state, history = eight_device_run
     (evaluation,) = [h for h in history if "eval_loss" in h]
-    batch = next(clip_iterator(clips)(None, stage="pretrain", batch_size=8, seed=0))
+    batch = next(clip_batches(clips, 8)(0, 0, "train"))
     net = build_model(model_configs.get_config("tiny"))
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     logits = net.apply(variables, batch["frames"], batch["masks"], batch["valid"])
@@ -183,12 +175,12 @@ def test_the_eval_loss_is_the_loss_of_the_new_parameters_on_the_eval_clips(eight
 
 
 def test_two_accumulated_half_batches_on_a_data_by_model_mesh_equal_one_full_batch(
-    eight_device_run, initial_variables, clips, tmp_path, monkeypatch
+    eight_device_run, initial_variables, clips, tmp_path
 ):
     _, state_full, history_full = eight_device_run
     mesh = (("data", 2), ("model", 2))  # 4 devices; parameters split over "model"
     config = tiny_config(init_from=initial_variables, grad_accum_steps=2, mesh=mesh)
-    state, history = run(config, tmp_path, monkeypatch, clips)
+    state, history = run(config, tmp_path, clips)
     assert abs(history[0]["loss"] - history_full[0]["loss"]) <= 1e-5
     np.testing.assert_allclose(history[0]["grad_norm"], history_full[0]["grad_norm"], rtol=1e-6)
     _assert_trees_close(state_full["params"], jax.device_get(state["params"]), atol=1e-5)
@@ -198,19 +190,22 @@ def test_two_accumulated_half_batches_on_a_data_by_model_mesh_equal_one_full_bat
     assert kernel.addressable_shards[0].data.shape == (3, 3, 64, 32)
 
 
-def test_stage_two_starts_from_the_checkpoint_of_stage_one(eight_device_run, tmp_path, monkeypatch):
+def test_stage_two_starts_from_the_checkpoint_of_stage_one(eight_device_run, clips, tmp_path):
     stage1_dir, stage1_state, _ = eight_device_run
-    config = tiny_config(init_from=str(stage1_dir), num_train_steps=0)
-    config.stage = "main"
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-5
-    state, history = run(config, tmp_path, monkeypatch, clips=render_clips(1))
-    assert history == []
-    assert int(state["step"]) == 0  # a new stage counts its own steps
-    _assert_trees_close(stage1_state["params"], jax.device_get(state["params"]), atol=0)
-    # A fresh Adam state: zero moments and count.
-    for leaf in jax.tree.leaves(state["opt_state"]):
-        assert not np.any(np.asarray(leaf))
+    config = tiny_config(init_from=str(stage1_dir))
+    config.stage = "main"  # the same step as stage 1's: its executables are in the cache
+    state, history = run(config, tmp_path, clips)
+    # Step 1's loss is that of stage 1's parameters on step 1's batch.
+    batch = next(clip_batches(clips, config.batch_size)(config.data_seed, 0, "train"))
+    net = build_model(config.model)
+    variables = {"params": stage1_state["params"], "batch_stats": stage1_state["batch_stats"]}
+    logits = net.apply(variables, batch["frames"], batch["masks"], batch["valid"])
+    expected, _ = losses.training_loss(logits, batch["masks"], batch["valid"])
+    assert abs(history[0]["loss"] - float(expected)) <= 1e-5
+    # A new stage counts its own steps, with a fresh optimiser state (its counts start at 0).
+    assert int(state["step"]) == 1
+    counts = {int(x) for x in jax.tree.leaves(state["opt_state"]) if np.ndim(x) == 0}
+    assert counts == {1}
 
 
 def _torchvision_name(module: tuple[str, ...]) -> str:
@@ -227,9 +222,7 @@ def _torchvision_name(module: tuple[str, ...]) -> str:
     return ".".join(parts)
 
 
-def test_a_torchvision_state_dict_initialises_both_encoders(
-    initial_variables, tmp_path, monkeypatch
-):
+def test_a_torchvision_state_dict_initialises_both_encoders(initial_variables, tmp_path):
     import torch
 
     fresh = checkpoints.load_variables(initial_variables)
@@ -249,9 +242,9 @@ def test_a_torchvision_state_dict_initialises_both_encoders(
     state_dict["fc.weight"] = torch.zeros(1000, 64)  # unused by LCM
     torch.save(state_dict, tmp_path / "resnet18.pth")
 
-    config = tiny_config(init_from=str(tmp_path / "resnet18.pth"), num_train_steps=0)
-    state, _ = run(config, tmp_path / "w", monkeypatch, clips=render_clips(1))
-    state = jax.device_get(state)
+    # What train_and_evaluate starts from with config.init_from=<the .pth>.
+    abstract = jax.eval_shape(lambda: fresh)
+    state = checkpoints.load_init_from(str(tmp_path / "resnet18.pth"), abstract, lambda: fresh)
     for (col, *path), value in expected.items():
         for encoder in ("query_encoder", "memory_encoder"):
             leaf = state[col][encoder]
@@ -260,41 +253,40 @@ def test_a_torchvision_state_dict_initialises_both_encoders(
             np.testing.assert_array_equal(leaf, value, err_msg=f"{col}/{encoder}/{path}")
     for stem in ("conv1_m", "conv1_o"):
         assert not np.any(state["params"]["memory_encoder"][stem]["kernel"])
-    # Layers that ImageNet does not have keep the fresh initialisation (same seed).
+    # Layers that ImageNet does not have keep the fresh initialisation.
     _assert_trees_close(fresh["params"]["decoder"], state["params"]["decoder"], atol=0)
 
 
 def test_a_nan_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint(
-    initial_variables, clips, tmp_path, monkeypatch
+    initial_variables, clips, tmp_path
 ):
     config = tiny_config(init_from=initial_variables, num_train_steps=4)
     with pytest.raises(train.NonFiniteError, match="step 3: loss=nan"):
-        run(config, tmp_path, monkeypatch, clips, nan_at_step=3)
+        run(config, tmp_path, clips, nan_at_step=3)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
     restored = checkpoints.load_variables(tmp_path)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored))
 
 
-def test_sigterm_saves_the_current_step_and_stops(initial_variables, clips, tmp_path, monkeypatch):
+def test_sigterm_saves_the_current_step_and_stops(initial_variables, clips, tmp_path):
     config = tiny_config(init_from=initial_variables, num_train_steps=5, checkpoint_every_steps=100)
-    iterator = clip_iterator(clips)
+    batches = clip_batches(clips, config.batch_size)
 
-    def terminated_at_step_2(*args, **kwargs):
-        for step, batch in enumerate(iterator(*args, **kwargs), start=kwargs["start_step"] + 1):
+    def terminated_at_step_2(seed, start_step, split):
+        for step, batch in enumerate(batches(seed, start_step, split), start=start_step + 1):
             if step == 2:
                 os.kill(os.getpid(), signal.SIGTERM)
             yield batch
 
-    monkeypatch.setattr(train.pipeline, "create_train_iterator", terminated_at_step_2)
     handler = signal.getsignal(signal.SIGTERM)
-    state, history = train.train_and_evaluate(config, str(tmp_path))
+    state, history = train.train_and_evaluate(config, str(tmp_path), batches=terminated_at_step_2)
     assert [h["step"] for h in history] == [1, 2]
     assert int(state["step"]) == 2
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
     assert signal.getsignal(signal.SIGTERM) is handler  # train's handler is removed
 
 
-def test_the_tiny_model_overfits_one_synthetic_clip(tmp_path, monkeypatch):
+def test_the_tiny_model_overfits_one_synthetic_clip(tmp_path):
     config = tiny_config(
         batch_size=1,
         num_train_steps=100,
@@ -303,7 +295,7 @@ def test_the_tiny_model_overfits_one_synthetic_clip(tmp_path, monkeypatch):
     )
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-3
-    _, history = run(config, tmp_path, monkeypatch, render_clips(1, seed=3))
+    _, history = run(config, tmp_path, render_clips(1, seed=3))
     loss = [h["loss"] for h in history]
     assert len(loss) == 100
     assert min(loss[-5:]) < loss[0] / 10, loss[::10]
@@ -329,7 +321,8 @@ def test_a_run_killed_after_its_second_checkpoint_resumes_with_the_same_losses(t
     data_dir = tmp_path / "data"
     env = dict(
         os.environ,
-        XLA_FLAGS="",  # one CPU device: the subprocesses are about resuming, not sharding
+        # One CPU device (the subprocesses are about resuming, not sharding), compiled 4x faster.
+        XLA_FLAGS="--xla_backend_optimization_level=0",
         JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
@@ -400,18 +393,20 @@ def test_a_batch_that_does_not_divide_over_the_devices_is_rejected(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_an_init_from_that_does_not_exist_is_rejected(tmp_path):
+def test_an_init_from_that_does_not_exist_is_rejected(clips, tmp_path):
     config = tiny_config(init_from=str(tmp_path / "nowhere"))
     with pytest.raises(train.ConfigError, match=r"init_from=.*nowhere.* does not exist"):
-        train.train_and_evaluate(config, str(tmp_path / "w"))
+        run(config, tmp_path / "w", clips)
 
 
-def test_an_init_from_of_another_model_lists_the_mismatched_parameters(initial_variables, tmp_path):
+def test_an_init_from_of_another_model_lists_the_mismatched_parameters(
+    initial_variables, clips, tmp_path
+):
     config = tiny_config(init_from=initial_variables)
     config.model.use_pgm = False
     config.model.orm_reduction = 8  # SE bottleneck: value_dim 64 / 8 = 8, the file has 64 / 16
     with pytest.raises(train.ConfigError) as e:
-        train.train_and_evaluate(config, str(tmp_path / "w"))
+        run(config, tmp_path / "w", clips)
     message = str(e.value)
     # PGM off: its f_n (kernel, bias) and both local-key heads (2 x kernel, bias) are extra;
     # ORM: fc1 kernel and bias, fc2 kernel change shape (fc2's bias stays [64]).
@@ -423,13 +418,13 @@ def test_an_init_from_of_another_model_lists_the_mismatched_parameters(initial_v
     assert not (tmp_path / "w").exists()
 
 
-def test_a_workdir_of_another_model_is_rejected_and_left_untouched(eight_device_run):
+def test_a_workdir_of_another_model_is_rejected_and_left_untouched(eight_device_run, clips):
     workdir, _, _ = eight_device_run
     before = _snapshot(workdir)
     config = tiny_config(num_train_steps=3)
     config.model.backbone = "resnet34"  # more blocks than the checkpoint's ResNet-18
     with pytest.raises(train.ConfigError, match=r"checkpoint 1 in .* does not match") as e:
-        train.train_and_evaluate(config, str(workdir))
+        run(config, workdir, clips)
     assert (
         "params/memory_encoder/layer1_2/conv1/kernel: expected (3, 3, 8, 8), found nothing"
         in str(e.value)
@@ -460,3 +455,128 @@ def test_config_arguments_that_do_not_exist_are_rejected():
         lcm_configs.get_config("stage=main,data=kitti")
     with pytest.raises(ValueError, match="runlocal must be True or False"):
         lcm_configs.get_config("runlocal=maybe")
+
+
+_RUNLOCAL = ["--config", "configs/lcm.py:stage=main,data=synthetic,runlocal=True"]
+# Mistakes at the command line: (flags, environment, what the error line says).
+_CLI_MISTAKES = {
+    "zero steps": (
+        [*_RUNLOCAL, "--config.num_train_steps=0"],
+        {},
+        r"config\.num_train_steps must be >= 1, got 0$",
+    ),
+    "negative steps": (
+        [*_RUNLOCAL, "--config.num_train_steps=-5"],
+        {},
+        r"config\.num_train_steps must be >= 1, got -5$",
+    ),
+    "a crop the stride does not divide": (
+        [*_RUNLOCAL, "--config.data.crop=(60, 60)"],
+        {},
+        r"config\.data\.crop must be .* a positive multiple of 16",
+    ),
+    "a mesh that is not (name, size) axes": (
+        [*_RUNLOCAL, "--config.mesh=('data', 2)"],
+        {},
+        r"config\.mesh must be axes \(name, size\), e\.g\. \(\('data', -1\),\), got \('data', 2\)$",
+    ),
+    "a missing data dir": (
+        ["--config", "configs/lcm.py:stage=main,data=davis", "--config.data.manual_dir={tmp}/raw"]
+        + ["--config.data.data_dir={tmp}/tfds"],
+        {},
+        r"davis2017_vos.* is not prepared in '.*/tfds' and its manual_dir '.*/raw/DAVIS' does "
+        r"not exist\. Download DAVIS-2017-trainval-480p\.zip",
+    ),
+    "a bad config argument": (
+        ["--config", "configs/lcm.py:stage=finetune"],
+        {},
+        r"stage must be one of \['pretrain', 'main', 'sequence'\], got 'finetune'$",
+    ),
+    "an unknown override": (
+        [*_RUNLOCAL, "--config.learning_rate=0.1"],
+        {},
+        r"a --config\.<field> flag names a field that the config does not have: learning_rate$",
+    ),
+    "a batch that does not divide": (
+        [*_RUNLOCAL, "--config.batch_size=3"],
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        r"config\.batch_size=3 does not divide over 2 devices \(of 1 process\(es\)\)",
+    ),
+    "a half-set environment": (
+        _RUNLOCAL,
+        {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234"},
+        r"missing --num_processes or JAX_NUM_PROCESSES, --process_id or JAX_PROCESS_ID$",
+    ),
+    "an unreachable coordinator": (
+        [*_RUNLOCAL, "--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=1"]
+        + ["--initialization_timeout=3"],
+        {},
+        r"could not join the multi-process run through the coordinator at 127\.0\.0\.1:1 "
+        r"within 3 s",
+    ),
+}
+
+
+def test_every_input_mistake_ends_the_cli_with_one_line_and_status_2(tmp_path):
+    """Each mistake through `python -m lcm_jax.main` (all started at once): exit status 2, one
+    line "error: ..." naming the problem, no traceback, nothing written."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = {}
+    for name, (flags, env, _) in _CLI_MISTAKES.items():
+        flags = [f.format(tmp=tmp_path) for f in flags]
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "lcm_jax.main", *flags, f"--workdir={tmp_path / 'w'}"],
+            env={**os.environ, **env},
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    for name, proc in procs.items():
+        stderr = proc.communicate(timeout=180)[1]
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == 2, (name, stderr[-2000:])
+        assert len(errors) == 1 and re.search(_CLI_MISTAKES[name][2], errors[0]), (name, errors)
+        assert "Traceback" not in stderr, (name, stderr[-2000:])
+    assert os.listdir(tmp_path) == []  # no workdir, no data dir
+
+
+_WITHOUT_TENSORFLOW = """
+import sys
+
+# No TensorFlow, as on a machine (the GPU image) that has none: importing it fails, and
+# importlib.util.find_spec says it is not installed.
+sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None
+import jax
+
+jax.config.update("jax_default_matmul_precision", "highest")  # as conftest.py
+from test_train import render_clips, run, tiny_config
+
+# The overfit test's step (its executables are in the compilation cache), 2 steps.
+config = tiny_config(batch_size=1, num_train_steps=2, mesh=(("data", 1),))
+config.optimizer.name, config.optimizer.learning_rate = "adam", 1e-3
+_, history = run(config, sys.argv[1], render_clips(1, seed=3))
+loaded = [m for m, v in sys.modules.items() if m.startswith("tensorflow") and v is not None]
+print("steps", [h["step"] for h in history], "tensorflow modules", loaded)
+"""
+
+
+def test_training_needs_no_tensorflow_when_fed_numpy_batches(tmp_path, compilation_cache):
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
+    env.update(
+        JAX_COMPILATION_CACHE_DIR=compilation_cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, str(tmp_path / "w")],
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "steps [1, 2] tensorflow modules []" in done.stdout
+    assert "No TensorBoard events" in done.stderr  # the metrics went to the log
+    assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["2"]
