@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from lcm_jax import files
 
 VOID_LABEL = 255  # DAVIS/YouTube-VOS "void" pixels (object borders); ignored by the metrics.
 
@@ -120,16 +121,8 @@ def write_frame(path: str | os.PathLike, frame: np.ndarray, quality: int = 95) -
 
 
 def _save_atomically(image: Image.Image, path: Path, **save_kwargs) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, **save_kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with files.atomic_path(path) as tmp:
+        image.save(tmp, **save_kwargs)
 
 
 def _sorted_files(folder: Path, suffix: str) -> list[Path]:

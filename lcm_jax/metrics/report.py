@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lcm_jax import files
 from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import davis
 
@@ -111,35 +111,16 @@ def write_csvs(results: DavisResults, out_dir: str | os.PathLike, split: str) ->
     out_dir = Path(out_dir)
     scores = results.global_scores()
     global_path = out_dir / f"global_results-{split}.csv"
-    write_text_atomic(
+    files.write_text(
         global_path,
         ",".join(GLOBAL_COLUMNS) + "\n" + ",".join(_fmt(scores[c]) for c in GLOBAL_COLUMNS) + "\n",
     )
     rows = [",".join(SEQUENCE_COLUMNS)]
     rows += [f"{o.name},{_fmt(o.j[0])},{_fmt(o.f[0])}" for o in results.objects]
     sequence_path = out_dir / f"per-sequence_results-{split}.csv"
-    write_text_atomic(sequence_path, "\n".join(rows) + "\n")
+    files.write_text(sequence_path, "\n".join(rows) + "\n")
     return global_path, sequence_path
 
 
 def _fmt(value: float) -> str:
     return "" if np.isnan(value) else f"{value:.3f}"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and os.replace (never half-written)."""
-    write_bytes_atomic(path, text.encode())
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file and os.replace (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
