@@ -355,6 +355,46 @@ def test_a_workdir_saved_sharded_over_8_devices_loads_in_a_single_device_process
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
 
 
+def test_weight_fields_are_exactly_the_config_fields_that_change_the_variables():
+    other = {"backbone": "resnet34", "width": 0.25, "frozen_bn": False,
+             "zero_init_mask_stem": False, "use_grm": False, "use_pgm": False, "use_orm": False,
+             "scale_keys": False, "grm_chunk_size": 64, "pgm_top_k": 2,
+             "position_map_scale": "none", "mask_pooling": "max", "orm_shared_g": True,
+             "orm_reduction": 8, "max_objects": 2, "dtype": "bfloat16",
+             "attention_dtype": "compute"}  # fmt: skip
+    base = tiny_config()
+    assert set(other) == set(base)  # a new config field must be classified here
+
+    def shapes(cfg):
+        tree = convert.abstract_variables(cfg)
+        return jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+
+    reference = shapes(base)
+    changing = {f for f, value in other.items() if shapes({**base, f: value}) != reference}
+    assert changing == set(checkpoints.WEIGHT_FIELDS)
+
+
+def test_an_old_checkpoint_takes_its_switches_from_the_weights_and_a_bad_stored_config_is_named(
+    tmp_path,
+):
+    stm = tiny_config(use_pgm=False, use_orm=False)
+    variables = random_like(convert.abstract_variables(stm), 1)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "old", variables)
+    checkpointer.wait_until_finished()
+    config, _ = checkpoints.load_model(tmp_path / "old", "tiny")
+    assert config == stm
+    checkpoints.save_variables(tmp_path / "bad", variables, tiny_config())  # says PGM, ORM on
+    with pytest.raises(checkpoints.ModelMismatchError) as e:
+        checkpoints.load_model(tmp_path / "bad")
+    assert "the model config stored with it does not fit the weights" in str(e.value)
+    extra = len(jax.tree.leaves(convert.abstract_variables(tiny_config()))) - len(
+        jax.tree.leaves(variables)
+    )  # the PGM and ORM variables (and key_l) that the weights lack
+    assert f"{extra} parameter(s) differ" in str(e.value)
+    assert "absent in the checkpoint" in str(e.value)
+
+
 def test_load_variables_names_a_missing_or_foreign_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         checkpoints.load_variables(tmp_path / "nothing")
