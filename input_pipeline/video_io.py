@@ -125,6 +125,18 @@ def _save_atomically(image: Image.Image, path: Path, **save_kwargs) -> None:
         image.save(tmp, **save_kwargs)
 
 
+def spawn_ffmpeg_without_fork() -> None:
+    """Call before imageio reads or writes a video file through ffmpeg (MP4, ...).
+
+    imageio-ffmpeg starts ffmpeg with `preexec_fn=os.setpgrp` (to keep Ctrl-C from it), and a
+    `preexec_fn` makes `subprocess` fork the whole multithreaded process (JAX then warns
+    "os.fork() was called ... will likely lead to a deadlock"). Without it, ffmpeg is spawned
+    without running Python in the child (vfork/posix_spawn); a Ctrl-C then stops ffmpeg too,
+    and the callers remove the unfinished file anyway.
+    """
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+
+
 def _sorted_files(folder: Path, suffix: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix and p.is_file())
 

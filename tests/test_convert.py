@@ -1,5 +1,6 @@
 """Weight conversion: STM and torchvision layouts, strictness, the CLI and Orbax checkpoints."""
 
+import json
 import os
 import pickle
 import subprocess
@@ -12,8 +13,9 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 import torch
+from test_inference_support import davis_folder
 
-from lcm_jax import checkpoints
+from lcm_jax import checkpoints, evaluate
 from lcm_jax import convert as cli
 from lcm_jax.configs import model as model_configs
 from lcm_jax.interop import convert
@@ -210,7 +212,9 @@ def test_flax_to_torch_refuses_variables_of_another_config():
 
 
 def run_cli(*args) -> int:
-    return cli.main([*map(str, args), "--model", "tiny"])
+    """The convert CLI; from torch with --model tiny (from orbax the stored config counts)."""
+    args = [*map(str, args)]
+    return cli.main(args + (["--model", "tiny"] if args[1] == "torch" else []))
 
 
 def test_cli_round_trip_torch_to_orbax_to_torch_is_exact(tmp_path):
@@ -269,10 +273,46 @@ def test_cli_bad_input_is_a_clear_error_and_leaves_no_output(tmp_path, capsys, c
     else:
         torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, src)  # VGG
         expected = "unexpected keys (1)"
-    assert run_cli("--from", "torch", "--to", "orbax", src, tmp_path / "out") == 1
+    assert run_cli("--from", "torch", "--to", "orbax", src, tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert str(src) in err and expected in err
+    error = err[err.index("error: ") :]  # torch may warn first (a pickle of another protocol)
+    assert str(src) in error and expected in error and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["in.pth"]  # no output, no temporary left
+
+
+def test_an_stm_release_converted_by_the_cli_is_evaluated_with_no_model_flag(tmp_path, capsys):
+    tnet = tl.build_torch_model(tiny_config(use_pgm=False, use_orm=False))
+    torch.save(stm_release(tnet), tmp_path / "STM_weights.pth")
+    stm = tmp_path / "stm"
+    assert run_cli("--from", "torch", "--to", "orbax", tmp_path / "STM_weights.pth", stm,
+                   "--layout", "stm") == 0  # fmt: skip
+    root = davis_folder(tmp_path / "DAVIS", ["a"])
+    out = tmp_path / "results"
+    assert evaluate.main(["--dataset", "davis", "--root", str(root), "--split", "val",
+                          "--checkpoint", str(stm), "--out", str(out)]) == 0  # fmt: skip
+    assert "J&F-Mean" in capsys.readouterr().out
+    config = json.loads((out / "manifest.json").read_text())["model_config"]
+    assert (config["backbone"], config["use_pgm"], config["use_orm"]) == ("resnet18", False, False)
+
+
+def test_convert_from_orbax_reads_the_stored_config_and_an_old_checkpoint_needs_model(
+    tmp_path, capsys
+):
+    cfg = tiny_config(use_orm=False)
+    variables = random_like(convert.abstract_variables(cfg), 5)
+    checkpoints.save_variables(tmp_path / "new", variables, cfg)
+    assert run_cli("--from", "orbax", "--to", "torch", tmp_path / "new", tmp_path / "new.pth") == 0
+    assert "use_orm=False" in capsys.readouterr().out
+    checkpointer = ocp.StandardCheckpointer()  # what save_variables wrote before model_config
+    checkpointer.save(tmp_path / "old", variables)
+    checkpointer.wait_until_finished()
+    assert cli.main(["--from", "orbax", "--to", "torch", str(tmp_path / "old"),
+                     str(tmp_path / "old.pth")]) == 2  # fmt: skip
+    assert "stores no model config" in capsys.readouterr().err
+    assert cli.main(["--from", "orbax", "--to", "torch", str(tmp_path / "old"),
+                     str(tmp_path / "old.pth"), "--model", "tiny"]) == 0  # fmt: skip
+    old, new = torch.load(tmp_path / "old.pth"), torch.load(tmp_path / "new.pth")
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
 
 
 # --------------------------------------------------------------------------------- checkpoints

@@ -53,12 +53,6 @@ def confidence_csv(rows: Iterable[tuple[str, Mapping[int, float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def youtube_frames(meta: Mapping, vid: str) -> set[str]:
-    """Frame names (no suffix) that meta.json lists for video `vid`, over all its objects."""
-    objects = meta["videos"][vid]["objects"].values()
-    return {str(frame) for obj in objects for frame in obj["frames"]}
-
-
 def write_submission_zip(out_dir: str | os.PathLike, zip_path: str | os.PathLike) -> Path:
     """Zips `<out_dir>/Annotations/<vid>/*.png` with `Annotations/` at the top level."""
     root = Path(out_dir)

@@ -67,16 +67,16 @@ def score_sequence(name: str, gt_labels: np.ndarray, pred_labels: np.ndarray) ->
 
 
 def read_sequence(
-    davis_root: str | os.PathLike, results_dir: str | os.PathLike, seq: str, resolution: str
+    results_dir: str | os.PathLike, seq: str, annotation_paths: Sequence[Path]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth and result label maps uint8 [N, H, W] of one sequence's annotated frames.
+    """Ground-truth and result label maps uint8 [N, H, W] of one sequence's annotated frames:
+    `annotation_paths` and `<results_dir>/<seq>/<the same stem>.png`.
 
     Raises:
         video_io.DatasetError: a missing or unreadable PNG, or a size mismatch (names the file).
     """
-    _, annotation_paths = video_io.davis_video(davis_root, seq, resolution)
     if not annotation_paths:
-        raise video_io.DatasetError(f"sequence {seq!r} has no annotation in {davis_root!r}")
+        raise video_io.DatasetError(f"sequence {seq!r} has no annotation")
     gt, pred = [], []
     for path in annotation_paths:
         result_path = Path(results_dir) / seq / f"{path.stem}.png"
@@ -98,11 +98,12 @@ def evaluate_davis(
     sequences: Sequence[str],
     resolution: str = "480p",
 ) -> DavisResults:
-    """Semi-supervised J&F of `sequences` (in order) of a DAVIS results folder."""
+    """Semi-supervised J&F of `sequences` (in order) of a DAVIS results folder against the
+    annotations of the DAVIS folder `davis_root`."""
     objects: list[ObjectScores] = []
     for seq in sequences:
-        gt, pred = read_sequence(davis_root, results_dir, seq, resolution)
-        objects.extend(score_sequence(seq, gt, pred))
+        annotations = video_io.davis_video(davis_root, seq, resolution)[1]
+        objects.extend(score_sequence(seq, *read_sequence(results_dir, seq, annotations)))
     return DavisResults(tuple(objects))
 
 
