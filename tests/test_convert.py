@@ -223,6 +223,7 @@ def test_cli_round_trip_torch_to_orbax_to_torch_is_exact(tmp_path):
     assert run_cli("--from", "torch", "--to", "orbax", tmp_path / "in.pth", tmp_path / "ck") == 0
     variables = checkpoints.load_variables(tmp_path / "ck")
     assert "pgm" not in variables["params"]  # the switches were read off the weights
+    assert checkpoints.load_model_config(tmp_path / "ck") == tiny_config(use_pgm=False)
     np.testing.assert_array_equal(
         variables["params"]["decoder"]["convFM"]["kernel"],
         np.transpose(tnet.decoder.convFM.weight.detach().numpy(), (2, 3, 1, 0)),
