@@ -1,6 +1,7 @@
 """bf16 numerics: the same LCM weights computing in float32 and in bfloat16.
 
-    python benchmarks/bf16_numerics.py [--model paper] [--size 384x384] [--clips 4]
+    python benchmarks/bf16_numerics.py [--model paper] [--size 384x384] [--clips 4] \
+        [--attention_dtype float32|compute]
 
 For training clips of a synthetic video (3 frames, 2 objects + 1 padded slot), runs the model
 with `dtype="float32"` and `dtype="bfloat16"` on the same float32 parameters and reports, over
@@ -12,7 +13,8 @@ the clips:
 - gradient: relative error of the clip loss's gradient over all parameters (as one vector),
   and its cosine similarity.
 
-Random weights (seed 0; PyTorch's default init for the non-backbone layers) unless
+The bf16 model keeps its keys in float32 (the model config's `attention_dtype`, default);
+`--attention_dtype compute` rounds them to bf16 as well, for comparison. Random weights (seed 0; PyTorch's default init for the non-backbone layers) unless
 --checkpoint gives trained ones (e.g. `demo_out/train/lcm/sequence` with `--model tiny`).
 Needs no TensorFlow.
 """
@@ -71,11 +73,17 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="384x384", help="HxW, multiples of 16")
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--checkpoint", default="", help="weights (default: random, seed 0)")
+    parser.add_argument(
+        "--attention_dtype",
+        default="float32",
+        choices=("float32", "compute"),
+        help="the bf16 model's keys: float32 (the default) or bf16 ('compute', as before)",
+    )
     args = parser.parse_args(argv)
     size = tuple(int(s) for s in args.size.split("x"))
-    config = model_configs.get_config(args.model)
-    nets = {d: build_model({**dict(config), "dtype": d}) for d in ("float32", "bfloat16")}
-    batches = list(clips(size, args.clips, config.max_objects))
+    config = {**dict(model_configs.get_config(args.model)), "attention_dtype": args.attention_dtype}
+    nets = {d: build_model({**config, "dtype": d}) for d in ("float32", "bfloat16")}
+    batches = list(clips(size, args.clips, config["max_objects"]))
     if args.checkpoint:
         variables = checkpoints.load_variables(args.checkpoint)
     else:
@@ -111,7 +119,7 @@ def main(argv=None) -> int:
     device = jax.devices()[0]
     print(
         f"{device.device_kind} ({platform.machine()}), jax {jax.__version__}, model "
-        f"{args.model}, {size[0]}x{size[1]}, {len(rows)} clips"
+        f"{args.model}, {size[0]}x{size[1]}, {len(rows)} clips, bf16 keys in {args.attention_dtype}"
     )
     names = ("logits rel err", "max |p16 - p32|", "labels differing", "grad rel err", "grad cos")
     print(f"{'':18s} {'mean':>10s} {'max':>10s}")

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from lcm_jax import files
 
 VOID_LABEL = 255  # DAVIS/YouTube-VOS "void" pixels (object borders); ignored by the metrics.
 
@@ -120,16 +121,20 @@ def write_frame(path: str | os.PathLike, frame: np.ndarray, quality: int = 95) -
 
 
 def _save_atomically(image: Image.Image, path: Path, **save_kwargs) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, **save_kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with files.atomic_path(path) as tmp:
+        image.save(tmp, **save_kwargs)
+
+
+def spawn_ffmpeg_without_fork() -> None:
+    """Call before imageio reads or writes a video file through ffmpeg (MP4, ...).
+
+    imageio-ffmpeg starts ffmpeg with `preexec_fn=os.setpgrp` (to keep Ctrl-C from it), and a
+    `preexec_fn` makes `subprocess` fork the whole multithreaded process (JAX then warns
+    "os.fork() was called ... will likely lead to a deadlock"). Without it, ffmpeg is spawned
+    without running Python in the child (vfork/posix_spawn); a Ctrl-C then stops ffmpeg too,
+    and the callers remove the unfinished file anyway.
+    """
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
 def _sorted_files(folder: Path, suffix: str) -> list[Path]:

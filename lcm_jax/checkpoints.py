@@ -23,8 +23,6 @@ neither; `load_model_config` returns None for them and the caller must be told t
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from lcm_jax import files
 
 STATE_ITEM = "state"  # the CheckpointManager item that the training loop saves
 DATA_ITEM = "data"  # its JSON item holding the input position (the step, the data seed, ...)
@@ -66,19 +66,14 @@ def save_variables(path: str | os.PathLike, variables: Mapping, model_config: Ma
     variables = _check_variables(variables, "save_variables")
     if path.exists():
         raise FileExistsError(f"{path} already exists; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     variables = jax.tree.map(np.asarray, variables)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with files.atomic_dir(path) as tmp:
         checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp_root / "variables", variables)
+        checkpointer.save(tmp, variables)
         checkpointer.wait_until_finished()
-        (tmp_root / "variables" / MODEL_CONFIG_FILE).write_text(
-            json.dumps(dict(model_config), indent=1, sort_keys=True) + "\n"
+        files.write_text(
+            tmp / MODEL_CONFIG_FILE, json.dumps(dict(model_config), indent=1, sort_keys=True) + "\n"
         )
-        os.replace(tmp_root / "variables", path)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
     return path
 
 
@@ -130,6 +125,115 @@ def load_model_config(path: str | os.PathLike) -> dict | None:
     return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(item)
 
 
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The training step of the checkpoint at `path` (a workdir's latest), None for a
+    `save_variables` directory."""
+    where, root = _locate(path)
+    return None if root is None else int(where.name)
+
+
+# ---------------------------------------------------------------- Which model a checkpoint holds
+
+MODEL_NAMES = ("paper", "tiny")  # configs/model.py's get_config arguments: `--model` choices
+# Fields of configs/model.py that decide which variables the model has and their shapes; the
+# others (PGM's top-k, the dtypes, GRM's chunking, ...) only change how the same ones are used.
+WEIGHT_FIELDS = (
+    "backbone",
+    "width",
+    "use_grm",
+    "use_pgm",
+    "use_orm",
+    "orm_shared_g",
+    "orm_reduction",
+)
+
+
+class ModelMismatchError(CheckpointError):
+    """A model config (a `--model` override, or the stored one) that does not fit the weights."""
+
+
+def switches_of(params: Mapping) -> dict[str, bool]:
+    """use_grm / use_pgm / use_orm / orm_shared_g read off a checkpoint's params: the five
+    rows of Table 4 (GRM alone is STM) differ only in these."""
+    return {
+        "use_grm": "key_g" in params.get("query_proj", {}),
+        "use_pgm": "pgm" in params,
+        "use_orm": "orm" in params,
+        "orm_shared_g": "g" in params.get("orm", {}),
+    }
+
+
+def _misfits(config: Mapping, variables: Mapping) -> list[str]:
+    """`tree_mismatches` between `config`'s model and `variables`."""
+    from lcm_jax.model import init_variables  # the model is only needed for this check
+
+    model = jax.eval_shape(lambda: init_variables(dict(config), jax.random.key(0)))
+    return tree_mismatches(model, variables)
+
+
+def _preset(name: str, params: Mapping | None = None) -> dict:
+    """configs/model.py's config `name`, with the switches read off `params` when given."""
+    from lcm_jax.configs import model as model_configs
+
+    return {**model_configs.get_config(name).to_dict(), **(switches_of(params) if params else {})}
+
+
+def resolve_model_config(path: str | os.PathLike, variables: Mapping, model: str | None) -> dict:
+    """The model config to run the checkpoint at `path`, whose `variables` are given, with.
+
+    `model` None: the config stored with the checkpoint. A name of MODEL_NAMES: that config of
+    configs/model.py instead (an override), which must agree with the stored one on
+    WEIGHT_FIELDS. A checkpoint written before configs were stored needs `model`, and its
+    Table 4 switches are read off the weights (so STM and ablation checkpoints load). Either
+    way the config must fit the weights' names and shapes.
+
+    Raises:
+      CheckpointError: no stored config and no `model`.
+      ModelMismatchError: `model`, or the stored config, does not fit; the message lists the
+        differing fields (or parameters, for an old checkpoint).
+    """
+    stored = load_model_config(path)
+    params = variables["params"]
+    if model is None and stored is None:
+        raise CheckpointError(
+            f"{os.fspath(path)} stores no model config (written before checkpoints did): "
+            f"name the model it holds with --model (or model=): {' or '.join(MODEL_NAMES)}"
+        )
+    if model is not None and model not in MODEL_NAMES:
+        raise CheckpointError(f"--model must be one of {MODEL_NAMES}, got {model!r}")
+    if model is not None and stored is not None:
+        chosen = _preset(model)
+        differing = [f for f in WEIGHT_FIELDS if chosen.get(f) != stored.get(f)]
+        if differing:
+            listing = "; ".join(
+                f"{f}: {chosen.get(f)!r} in --model {model}, {stored.get(f)!r} in the checkpoint"
+                for f in differing
+            )
+            raise ModelMismatchError(
+                f"--model {model} does not fit the weights in {os.fspath(path)} ({listing}); "
+                "leave --model out to use the checkpoint's own model config"
+            )
+    config = stored if model is None else _preset(model, None if stored else params)
+    misfits = _misfits(config, variables)
+    if misfits:
+        what = f"--model {model}" if model else "the model config stored with it"
+        hint = ""
+        if stored is None:
+            fits = [n for n in MODEL_NAMES if not _misfits(_preset(n, params), variables)]
+            hint = f"; the weights fit --model {fits[0]}" if fits else ""
+        raise ModelMismatchError(
+            f"{what} does not fit the weights in {os.fspath(path)}: {len(misfits)} "
+            f"parameter(s) differ, e.g. {misfits[0]}{hint}"
+        )
+    return dict(config)
+
+
+def load_model(path: str | os.PathLike, model: str | None = None) -> tuple[dict, dict]:
+    """(model config, variables) of the checkpoint at `path` (see `resolve_model_config`)."""
+    variables = load_variables(path)
+    return resolve_model_config(path, variables, model), variables
+
+
 def load_variables(path: str | os.PathLike) -> dict:
     """Reads {"params": ..., "batch_stats": ...} (NumPy leaves) from a `save_variables`
     directory or from the latest step of a training workdir."""
@@ -151,15 +255,14 @@ def load_variables(path: str | os.PathLike) -> dict:
 def _restore(path: Path) -> Any:
     """Restores every leaf as a host NumPy array, whatever devices and sharding it was saved
     from (a checkpoint of an 8-GPU run loads on a laptop)."""
-    checkpointer = ocp.PyTreeCheckpointer()
+    # The handler, not a Checkpointer: a training step's item directory has no checkpoint
+    # metadata of its own (the step has), and a Checkpointer warns about it on every load.
+    handler = ocp.PyTreeCheckpointHandler()
     try:
-        metadata = checkpointer.metadata(path)
-        tree = getattr(metadata, "item_metadata", metadata)
-        tree = getattr(tree, "tree", tree)
+        metadata = handler.metadata(path)
+        tree = getattr(metadata, "tree", metadata)
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        restored = checkpointer.restore(
-            path, args=ocp.args.PyTreeRestore(restore_args=restore_args)
-        )
+        restored = handler.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
     except Exception as e:  # orbax raises many types for foreign or damaged directories
         raise CheckpointError(f"cannot restore an Orbax checkpoint from {path}: {e}") from e
     return jax.tree.map(np.asarray, restored)

@@ -1,33 +1,34 @@
 """Convert LCM weights between PyTorch state_dicts and Orbax checkpoints.
 
-    # torch -> Orbax (the directory is restorable with lcm_jax.checkpoints.load_variables)
-    python -m lcm_jax.convert --from torch --to orbax IN.pth OUT_DIR [--layout lcm] [--model paper]
     # ImageNet ResNet-50 from torchvision into both encoders, the rest freshly initialised
-    python -m lcm_jax.convert --from torch --to orbax resnet50.pth OUT_DIR --layout torchvision
+    python -m lcm_jax.convert --from torch --to orbax resnet50.pth resnet50/ --layout torchvision
     # the official STM release (PGM and ORM off)
-    python -m lcm_jax.convert --from torch --to orbax STM_weights.pth OUT_DIR --layout stm
+    python -m lcm_jax.convert --from torch --to orbax STM_weights.pth stm/ --layout stm
     # Orbax -> torch (a state_dict of lcm_jax.interop.torch_lcm.LCMTorch)
-    python -m lcm_jax.convert --from orbax --to torch OUT_DIR OUT.pth
+    python -m lcm_jax.convert --from orbax --to torch stm/ stm.pth
 
-`--model` picks configs/model.py's "paper" (ResNet-50) or "tiny" config; the GRM/PGM/ORM
-switches are read off the weights ("lcm" layout and Orbax input) or fixed by the layout ("stm":
-PGM and ORM off) and printed, so that the matching model config is known. State_dicts are read
-with `torch.load(weights_only=True)`. Outputs are written atomically; on any error nothing is
-left at the output path.
+The default `--layout lcm` reads a full LCMTorch state_dict, whose GRM/PGM/ORM switches are read
+off its keys; "stm" fixes them (PGM and ORM off). From torch, `--model` picks configs/model.py's
+"paper" (ResNet-50, the default) or "tiny" config. The Orbax output (restorable with
+`lcm_jax.checkpoints.load_variables`) stores that model config as `model_config.json`, so
+`lcm_jax.evaluate` and `lcm_jax.segment` need no --model for it. From Orbax, the model config
+stored with the checkpoint is used (`--model` overrides it, and is needed for checkpoints written
+before configs were stored). The config is printed. State_dicts are read with
+`torch.load(weights_only=True)`. Outputs are written atomically; on any error nothing is left at
+the output path (and a rerun removes what a killed one left). Exit status: 0 done, 2 an input
+that cannot be used (one line "error: ...").
 """
 
 import argparse
-import os
 import pickle
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import jax
 import torch
 
-from lcm_jax import checkpoints
+from lcm_jax import checkpoints, cli, files
 from lcm_jax.configs import model as model_configs
 from lcm_jax.interop import convert
 from lcm_jax.interop.torch_lcm import build_torch_model
@@ -68,7 +69,7 @@ def torch_to_orbax(src: Path, dst: Path, layout: str, cfg: dict, seed: int = 0) 
         cfg.update(use_grm=True, use_pgm=False, use_orm=False)
         template = convert.abstract_variables(cfg)
     else:
-        template = init_variables(cfg, jax.random.key(seed))
+        template = jax.jit(lambda key: init_variables(cfg, key))(jax.random.key(seed))
         unused = [k for k in sd if k.startswith(("layer4.", "fc."))]
         print(f"ignored {len(unused)} layer4/fc keys (LCM reads res4 = layer3, by design)")
     variables = convert.torch_to_flax(sd, template, layout=layout, source=str(src))
@@ -76,29 +77,15 @@ def torch_to_orbax(src: Path, dst: Path, layout: str, cfg: dict, seed: int = 0) 
     return cfg
 
 
-def orbax_to_torch(src: Path, dst: Path, cfg: dict) -> dict:
-    """Converts the Orbax variables at `src` into a LCMTorch state_dict file `dst`."""
-    variables = checkpoints.load_variables(src)
-    params = variables["params"]
-    cfg.update(
-        use_grm="key_g" in params.get("query_proj", {}),
-        use_pgm="pgm" in params,
-        use_orm="orm" in params,
-        orm_shared_g="g" in params.get("orm", {}),
-    )
-    template = build_torch_model(cfg).state_dict()
-    sd = convert.flax_to_torch(variables, template)
+def orbax_to_torch(src: Path, dst: Path, model: str | None) -> dict:
+    """Converts the Orbax variables at `src` into a LCMTorch state_dict file `dst`; returns the
+    model config (the stored one, or `model`: see `checkpoints.resolve_model_config`)."""
+    cfg, variables = checkpoints.load_model(src, model)
+    sd = convert.flax_to_torch(variables, build_torch_model(cfg).state_dict())
     if dst.exists():
         raise FileExistsError(f"{dst} already exists; refusing to overwrite it")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.tmp-", dir=dst.parent)
-    os.close(fd)
-    try:
+    with files.atomic_path(dst) as tmp:
         torch.save(sd, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return cfg
 
 
@@ -109,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="src_format", choices=("torch", "orbax"), required=True)
     parser.add_argument("--to", dest="dst_format", choices=("torch", "orbax"), required=True)
     parser.add_argument("--layout", choices=convert.LAYOUTS, default="lcm")
-    parser.add_argument("--model", choices=("paper", "tiny"), default="paper")
+    parser.add_argument(
+        "--model",
+        choices=checkpoints.MODEL_NAMES,
+        default=None,
+        help="from torch: the model config (default paper); from orbax: overrides the stored one",
+    )
     parser.add_argument("--seed", type=int, default=0, help="init of LCM-only layers (torchvision)")
     parser.add_argument("input", type=Path)
     parser.add_argument("output", type=Path)
@@ -120,18 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--from orbax writes the 'lcm' layout only")
     if args.output.exists():
         parser.error(f"output {args.output} already exists; refusing to overwrite it")
-    cfg = dict(model_configs.get_config(args.model))
-    try:
+    files.remove_temporaries(args.output.parent, args.output.name)
+
+    def body() -> int:
         if args.src_format == "torch":
+            cfg = dict(model_configs.get_config(args.model or "paper"))
             cfg = torch_to_orbax(args.input, args.output, args.layout, cfg, args.seed)
         else:
-            cfg = orbax_to_torch(args.input, args.output, cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    _print_config(cfg)
-    print(f"wrote {args.output}")
-    return 0
+            cfg = orbax_to_torch(args.input, args.output, args.model)
+        _print_config(cfg)
+        print(f"wrote {args.output}")
+        return cli.EXIT_OK
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

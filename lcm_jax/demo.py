@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,12 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lcm_jax import checkpoints, evaluate, train
+from lcm_jax import files, train
 from lcm_jax.configs import lcm as lcm_configs
-from lcm_jax.inference.engine import Engine, InferenceOptions
+from lcm_jax.inference import evaluation, splits
+from lcm_jax.inference.overlay import overlay, overlay_video
+from lcm_jax.inference.segmenter import Segmenter
 from lcm_jax.input_pipeline import synthetic, video_io
-from lcm_jax.model import MemoryPool, PrevFrame, Reference, build_model
-from lcm_jax.segment import OverlayWriter, overlay
+from lcm_jax.model import MemoryPool, PrevFrame, Reference, build_model, init_variables
 
 # Up to two targets and one look-alike distractor per video: learnable by the tiny model in a
 # few CPU minutes, and still the case PGM is for.
@@ -96,10 +98,11 @@ def stage_config(stage: str, steps: int, crop: int, data: Path, switches, init_f
     return config
 
 
-def train_variant(out: Path, name: str, steps: int, crop: int, data: Path):
-    """The three stages for one Table 4 variant; returns (model config, variables, seconds)."""
+def train_variant(out: Path, name: str, steps: int, crop: int, data: Path) -> tuple[Path, float]:
+    """The three stages for one Table 4 variant; returns the last stage's workdir (its
+    checkpoints store their model config) and the seconds taken."""
     switches = VARIANTS[name]
-    init_from, config, start = "", None, time.time()
+    init_from, start = "", time.time()
     for stage in STAGES:
         stage_steps = math.ceil(steps * STAGE_FRACTION[stage])
         config = stage_config(stage, stage_steps, crop, data, switches, init_from)
@@ -107,48 +110,45 @@ def train_variant(out: Path, name: str, steps: int, crop: int, data: Path):
         print(f"[{name}] {stage}: {config.num_train_steps} steps -> {workdir}", flush=True)
         train.train_and_evaluate(config, str(workdir))
         init_from = str(workdir)
-    return config.model, checkpoints.load_variables(init_from), time.time() - start
+    return Path(init_from), time.time() - start
 
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def untrained_variables(model_config) -> dict:
-    """The tiny LCM's initial parameters (seed 0), as a stage would start from scratch."""
-    net = build_model(model_config)
-    frames = jnp.zeros((1, 3, 64, 64, 3))
-    masks = jnp.zeros((1, 3, model_config.max_objects, 64, 64))
-    valid = jnp.ones((1, model_config.max_objects), bool)
-    return jax.jit(net.init)(jax.random.key(0), frames, masks, valid)
+def untrained(model_config) -> Segmenter:
+    """The LCM's initial parameters (seed 0), as a stage would start from scratch."""
+    variables = jax.jit(lambda key: init_variables(model_config, key))(jax.random.key(0))
+    return Segmenter(model_config, variables)
 
 
-def score(name: str, model_config, variables, davis: Path, out: Path) -> Scores:
-    """Segments the held-out DAVIS split and returns its J&F."""
+def score(name: str, segmenter: Segmenter, held_out: splits.Split, out: Path) -> Scores:
+    """Segments the held-out DAVIS split into `out` (afresh) and returns its J&F."""
     start = time.time()
-    engine = Engine(model_config, variables, InferenceOptions())
-    results, failures = evaluate.evaluate_davis(engine, davis, "val", out)
-    if failures or results is None:
-        raise RuntimeError(f"evaluation of {name} failed: {failures}")
-    g = results.global_scores()
+    shutil.rmtree(out, ignore_errors=True)  # the demo's own folder: results of this run only
+    result = evaluation.evaluate(segmenter, held_out, out)
+    if result.failures or result.scores is None:
+        raise RuntimeError(f"evaluation of {name} failed: {list(result.failures)}")
+    g = result.scores.global_scores()
     return Scores(name, g["J&F-Mean"], g["J-Mean"], g["F-Mean"], time.time() - start)
 
 
-def write_overlays(davis: Path, results: Path, out: Path) -> list[Path]:
+def write_overlays(held_out: splits.Split, results: Path, out: Path) -> list[Path]:
     """One GIF per held-out video: frames with the predicted objects in the DAVIS palette."""
     gifs = []
-    for seq in video_io.davis_sequences(davis, "val"):
-        frame_paths, _ = video_io.davis_video(davis, seq)
-        writer = OverlayWriter(out / f"{seq}.gif", fps=8)
-        for path in frame_paths:
-            labels = video_io.read_label_png(results / seq / f"{path.stem}.png")
-            writer.append(overlay(video_io.read_frame(path), labels))
-        writer.close(keep=True)
-        gifs.append(out / f"{seq}.gif")
+    for video in held_out.videos:
+        gifs.append(out / f"{video.name}.gif")
+        with overlay_video(gifs[-1], fps=8) as append:
+            for path in video.frames:
+                labels = video_io.read_label_png(results / video.name / f"{path.stem}.png")
+                append(overlay(video_io.read_frame(path), labels))
     return gifs
 
 
-def position_map_figure(model_config, variables, davis: Path, results: Path, path: Path) -> str:
+def position_map_figure(
+    segmenter: Segmenter, held_out: splits.Split, results: Path, path: Path
+) -> str:
     """The paper's Figure 4: PGM's position map of object 1 over a held-out frame.
 
     Frame t is segmented against frame 0 (GRM memory, ORM reference, ground truth) with PGM
@@ -160,10 +160,11 @@ def position_map_figure(model_config, variables, davis: Path, results: Path, pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    seq, t = _figure_frame(davis)
-    frame_paths, mask_paths = video_io.davis_video(davis, seq)
+    video, t = _figure_frame(held_out)
+    seq, frame_paths, mask_paths = video.name, video.frames, video.annotations
     load = lambda i: jnp.asarray(video_io.read_frame(frame_paths[i]), jnp.float32)[None] / 255  # noqa: E731
-    objects = model_config.max_objects
+    objects = segmenter.model_config["max_objects"]
+    variables = segmenter.variables
 
     def masks(labels):
         ids = np.arange(1, objects + 1)[:, None, None]
@@ -172,7 +173,7 @@ def position_map_figure(model_config, variables, davis: Path, results: Path, pat
     gt0 = masks(video_io.read_label_png(mask_paths[0]))
     prev_pred = masks(video_io.read_label_png(results / seq / f"{frame_paths[t - 1].stem}.png"))
     valid = jnp.asarray(np.asarray(gt0).reshape(objects, -1).any(axis=1))[None]
-    net = build_model(model_config)
+    net = build_model(segmenter.model_config)
     mem0 = net.apply(variables, load(0), gt0, valid, method=net.encode_memory)
     mem_prev = net.apply(variables, load(t - 1), prev_pred, valid, method=net.encode_memory)
     one = lambda x: None if x is None else x[:, :, None]  # noqa: E731
@@ -207,28 +208,26 @@ def position_map_figure(model_config, variables, davis: Path, results: Path, pat
         "paper's Figure 4 (blue low, red high)"
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
     return f"{seq} frame {t}"
 
 
-def _figure_frame(davis: Path) -> tuple[str, int]:
+def _figure_frame(held_out: splits.Split) -> tuple[splits.VideoFiles, int]:
     """(sequence, frame >= 1) of the held-out split with the most pixels that look like object 1
     (its colour) but are not object 1: where a distractor is."""
-    best = (-1, "", 1)
+    best = (-1, None, 1)
     colour = synthetic.OBJECT_COLOURS[0].astype(np.float32)
-    for seq in video_io.davis_sequences(davis, "val"):
-        frames, annotations = video_io.davis_video(davis, seq)
+    for video in held_out.videos:
+        frames, annotations = video.frames, video.annotations
         for t in range(1, min(len(frames), len(annotations))):
             image = video_io.read_frame(frames[t]).astype(np.float32)
             labels = video_io.read_label_png(annotations[t])
             hue = image / np.maximum(image.sum(-1, keepdims=True), 1) - colour / colour.sum()
             alike = (np.abs(hue).sum(-1) < 0.15) & (labels != 1)
             if (labels == 1).any() and alike.sum() > best[0]:
-                best = (int(alike.sum()), seq, t)
+                best = (int(alike.sum()), video, t)
     return best[1], best[2]
 
 
@@ -252,7 +251,7 @@ def write_summary(
         f"({', '.join(f'{s} {math.ceil(args.steps * STAGE_FRACTION[s])} steps' for s in STAGES)}"
         f", batch 8, {args.crop}×{args.crop} crops) on synthetic videos, then scored on the "
         f"held-out DAVIS-layout `val` split ({args.size}×{args.size}, "
-        f"{len(video_io.davis_sequences(args.data, 'val'))} videos) with J&F as the DAVIS 2017 "
+        f"{args.held_out} videos) with J&F as the DAVIS 2017 "
         "toolkit computes it.",
         "",
         "| model | J&F | J | F | training (s) |",
@@ -275,9 +274,7 @@ def write_summary(
         f"({len(jax.devices())} device(s)).",
     ]
     path = out / "summary.md"
-    tmp = path.with_name(".summary.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    files.write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -305,36 +302,29 @@ def main(argv=None) -> int:
     out = Path(args.out)
     args.data = make_data(out / "data", args.num_videos, args.num_frames, args.size) / "DAVIS"
 
+    held_out = splits.list_davis(args.data, "val")
+    args.held_out = len(held_out.videos)
     names = list(VARIANTS) if args.ablation else ["LCM"]
     scores, train_seconds, trained = [], {}, {}
     for name in names:
-        model_config, variables, seconds = train_variant(
+        workdir, train_seconds[name] = train_variant(
             out, name, args.steps, args.crop, args.data.parent
         )
-        train_seconds[name] = seconds
-        trained[name] = (model_config, variables)
-        scores.append(score(name, model_config, variables, args.data, out / "results" / slug(name)))
-    model_config, variables = trained["LCM"]
-    scores.insert(
-        1,
-        score(
-            "untrained LCM",
-            model_config,
-            untrained_variables(model_config),
-            args.data,
-            out / "results" / "untrained",
-        ),
-    )
-    gifs = write_overlays(args.data, out / "results" / "lcm", out / "overlays")
+        trained[name] = Segmenter.from_checkpoint(workdir)  # its stored model config
+        scores.append(score(name, trained[name], held_out, out / "results" / slug(name)))
+    lcm = trained["LCM"]
+    blank = untrained(lcm.model_config)
+    scores.insert(1, score("untrained LCM", blank, held_out, out / "results" / "untrained"))
+    gifs = write_overlays(held_out, out / "results" / "lcm", out / "overlays")
     figure = position_map_figure(
-        model_config, variables, args.data, out / "results" / "lcm", out / "pgm_position_map.png"
+        lcm, held_out, out / "results" / "lcm", out / "pgm_position_map.png"
     )
     summary = write_summary(out, args, scores, train_seconds, figure, gifs, time.time() - start)
     print()
     print(summary.read_text())
-    tmp = out / ".scores.json.tmp"
-    tmp.write_text(json.dumps([dataclasses.asdict(s) for s in scores], indent=1))
-    tmp.replace(out / "scores.json")
+    files.write_text(
+        out / "scores.json", json.dumps([dataclasses.asdict(s) for s in scores], indent=1)
+    )
     return 0
 
 

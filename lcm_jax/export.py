@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -196,30 +195,23 @@ def export_step(
 
 def write(path: str | os.PathLike, program: bytes, meta: dict, variables, memory) -> Path:
     """Writes the exported step to `path` atomically (see the module docstring)."""
+    from lcm_jax import files
     path = Path(path)
     arrays = {"exported": np.frombuffer(program, np.uint8), "meta": np.array(json.dumps(meta))}
     arrays.update({f"variables/{i}": x for i, x in enumerate(variables)})
     arrays.update({f"memory/{i}": x for i, x in enumerate(memory)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lcm_jax import checkpoints, cli  # the exporting side needs the model code
+
     parser = argparse.ArgumentParser(
         prog="python -m lcm_jax.export", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--checkpoint", required=True, help="variables dir or training workdir")
+    cli.add_model_flags(parser)
     parser.add_argument("--height", type=int, required=True)
     parser.add_argument("--width", type=int, required=True)
     parser.add_argument("--objects", type=int, required=True, help="the most objects a video has")
@@ -228,8 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max_memory_frames", type=int, default=10)
     parser.add_argument("--mem_every", type=int, default=5)
     args = parser.parse_args(argv)
-    from lcm_jax import checkpoints
-
     platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
     unknown = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
     try:
@@ -237,12 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ExportError(f"--platforms: unknown {unknown or platforms}; use cpu,cuda,tpu")
         if min(args.height, args.width, args.objects) < 1:
             raise ExportError("--height, --width and --objects must be >= 1")
-        model_config = checkpoints.load_model_config(args.checkpoint)
-        if model_config is None:
-            raise ExportError(
-                f"{args.checkpoint} stores no model config (written before checkpoints did)"
-            )
-        variables = checkpoints.load_variables(args.checkpoint)
+        model_config, variables = checkpoints.load_model(args.checkpoint, args.model)
         program, meta, var_leaves, mem_leaves = export_step(
             model_config,
             variables,
@@ -254,9 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             mem_every=args.mem_every,
         )
         path = write(args.out, program, meta, var_leaves, mem_leaves)
-    except (ValueError, FileNotFoundError) as e:  # CheckpointError, ExportError are ValueErrors
+    except cli.INPUT_ERRORS as e:  # CheckpointError and ExportError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.EXIT_INPUT
     print(
         f"wrote {path}: {args.width}x{args.height}, {meta['objects']} object slots, "
         f"{args.max_memory_frames} memory frames, for {', '.join(meta['platforms'])}"

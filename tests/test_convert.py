@@ -1,5 +1,6 @@
 """Weight conversion: STM and torchvision layouts, strictness, the CLI and Orbax checkpoints."""
 
+import json
 import os
 import pickle
 import subprocess
@@ -12,8 +13,9 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 import torch
+from test_inference_support import davis_folder
 
-from lcm_jax import checkpoints
+from lcm_jax import checkpoints, evaluate
 from lcm_jax import convert as cli
 from lcm_jax.configs import model as model_configs
 from lcm_jax.interop import convert
@@ -210,7 +212,9 @@ def test_flax_to_torch_refuses_variables_of_another_config():
 
 
 def run_cli(*args) -> int:
-    return cli.main([*map(str, args), "--model", "tiny"])
+    """The convert CLI; from torch with --model tiny (from orbax the stored config counts)."""
+    args = [*map(str, args)]
+    return cli.main(args + (["--model", "tiny"] if args[1] == "torch" else []))
 
 
 def test_cli_round_trip_torch_to_orbax_to_torch_is_exact(tmp_path):
@@ -219,6 +223,7 @@ def test_cli_round_trip_torch_to_orbax_to_torch_is_exact(tmp_path):
     assert run_cli("--from", "torch", "--to", "orbax", tmp_path / "in.pth", tmp_path / "ck") == 0
     variables = checkpoints.load_variables(tmp_path / "ck")
     assert "pgm" not in variables["params"]  # the switches were read off the weights
+    assert checkpoints.load_model_config(tmp_path / "ck") == tiny_config(use_pgm=False)
     np.testing.assert_array_equal(
         variables["params"]["decoder"]["convFM"]["kernel"],
         np.transpose(tnet.decoder.convFM.weight.detach().numpy(), (2, 3, 1, 0)),
@@ -269,10 +274,46 @@ def test_cli_bad_input_is_a_clear_error_and_leaves_no_output(tmp_path, capsys, c
     else:
         torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, src)  # VGG
         expected = "unexpected keys (1)"
-    assert run_cli("--from", "torch", "--to", "orbax", src, tmp_path / "out") == 1
+    assert run_cli("--from", "torch", "--to", "orbax", src, tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert str(src) in err and expected in err
+    error = err[err.index("error: ") :]  # torch may warn first (a pickle of another protocol)
+    assert str(src) in error and expected in error and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["in.pth"]  # no output, no temporary left
+
+
+def test_an_stm_release_converted_by_the_cli_is_evaluated_with_no_model_flag(tmp_path, capsys):
+    tnet = tl.build_torch_model(tiny_config(use_pgm=False, use_orm=False))
+    torch.save(stm_release(tnet), tmp_path / "STM_weights.pth")
+    stm = tmp_path / "stm"
+    assert run_cli("--from", "torch", "--to", "orbax", tmp_path / "STM_weights.pth", stm,
+                   "--layout", "stm") == 0  # fmt: skip
+    root = davis_folder(tmp_path / "DAVIS", ["a"])
+    out = tmp_path / "results"
+    assert evaluate.main(["--dataset", "davis", "--root", str(root), "--split", "val",
+                          "--checkpoint", str(stm), "--out", str(out)]) == 0  # fmt: skip
+    assert "J&F-Mean" in capsys.readouterr().out
+    config = json.loads((out / "manifest.json").read_text())["model_config"]
+    assert (config["backbone"], config["use_pgm"], config["use_orm"]) == ("resnet18", False, False)
+
+
+def test_convert_from_orbax_reads_the_stored_config_and_an_old_checkpoint_needs_model(
+    tmp_path, capsys
+):
+    cfg = tiny_config(use_orm=False)
+    variables = random_like(convert.abstract_variables(cfg), 5)
+    checkpoints.save_variables(tmp_path / "new", variables, cfg)
+    assert run_cli("--from", "orbax", "--to", "torch", tmp_path / "new", tmp_path / "new.pth") == 0
+    assert "use_orm=False" in capsys.readouterr().out
+    checkpointer = ocp.StandardCheckpointer()  # what save_variables wrote before model_config
+    checkpointer.save(tmp_path / "old", variables)
+    checkpointer.wait_until_finished()
+    assert cli.main(["--from", "orbax", "--to", "torch", str(tmp_path / "old"),
+                     str(tmp_path / "old.pth")]) == 2  # fmt: skip
+    assert "stores no model config" in capsys.readouterr().err
+    assert cli.main(["--from", "orbax", "--to", "torch", str(tmp_path / "old"),
+                     str(tmp_path / "old.pth"), "--model", "tiny"]) == 0  # fmt: skip
+    old, new = torch.load(tmp_path / "old.pth"), torch.load(tmp_path / "new.pth")
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
 
 
 # --------------------------------------------------------------------------------- checkpoints
@@ -353,6 +394,46 @@ def test_a_workdir_saved_sharded_over_8_devices_loads_in_a_single_device_process
     )
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+
+
+def test_weight_fields_are_exactly_the_config_fields_that_change_the_variables():
+    other = {"backbone": "resnet34", "width": 0.25, "frozen_bn": False,
+             "zero_init_mask_stem": False, "use_grm": False, "use_pgm": False, "use_orm": False,
+             "scale_keys": False, "grm_chunk_size": 64, "pgm_top_k": 2,
+             "position_map_scale": "none", "mask_pooling": "max", "orm_shared_g": True,
+             "orm_reduction": 8, "max_objects": 2, "dtype": "bfloat16",
+             "attention_dtype": "compute"}  # fmt: skip
+    base = tiny_config()
+    assert set(other) == set(base)  # a new config field must be classified here
+
+    def shapes(cfg):
+        tree = convert.abstract_variables(cfg)
+        return jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+
+    reference = shapes(base)
+    changing = {f for f, value in other.items() if shapes({**base, f: value}) != reference}
+    assert changing == set(checkpoints.WEIGHT_FIELDS)
+
+
+def test_an_old_checkpoint_takes_its_switches_from_the_weights_and_a_bad_stored_config_is_named(
+    tmp_path,
+):
+    stm = tiny_config(use_pgm=False, use_orm=False)
+    variables = random_like(convert.abstract_variables(stm), 1)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "old", variables)
+    checkpointer.wait_until_finished()
+    config, _ = checkpoints.load_model(tmp_path / "old", "tiny")
+    assert config == stm
+    checkpoints.save_variables(tmp_path / "bad", variables, tiny_config())  # says PGM, ORM on
+    with pytest.raises(checkpoints.ModelMismatchError) as e:
+        checkpoints.load_model(tmp_path / "bad")
+    assert "the model config stored with it does not fit the weights" in str(e.value)
+    extra = len(jax.tree.leaves(convert.abstract_variables(tiny_config()))) - len(
+        jax.tree.leaves(variables)
+    )  # the PGM and ORM variables (and key_l) that the weights lack
+    assert f"{extra} parameter(s) differ" in str(e.value)
+    assert "found nothing" in str(e.value)  # a PGM or ORM variable the weights lack
 
 
 def test_load_variables_names_a_missing_or_foreign_path(tmp_path):

@@ -1,65 +1,60 @@
-"""The evaluate and segment CLIs: resume after an interruption, YouTube-VOS files, bad input."""
+"""The evaluate CLI: resume, manifests that keep results true to their run, YouTube-VOS files,
+bad videos, input errors, and two processes sharing the videos."""
 
+import csv
 import json
+import os
+import socket
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
-from PIL import Image
-from test_inference_support import synthetic_video, tiny_model
+from test_inference_support import (
+    davis_folder,
+    save_tiny_checkpoint,
+    synthetic_video,
+    tiny_model,
+    tree,
+    write_davis_sequence,
+    write_split,
+)
 
-from lcm_jax import checkpoints, evaluate, segment
+from lcm_jax import evaluate
 from lcm_jax.inference import engine as engine_lib
 from lcm_jax.inference import outputs
 from lcm_jax.input_pipeline import video_io
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    config, variables = tiny_model()
-    return checkpoints.save_variables(tmp_path_factory.mktemp("ckpt") / "tiny", variables, config)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
-def write_davis_sequence(root, seq, frames, labels, annotate="all"):
-    for t, frame in enumerate(frames):
-        video_io.write_frame(root / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg", frame)
-        if annotate == "all" or (annotate == "first" and t == 0):
-            video_io.write_label_png(
-                root / "Annotations" / "480p" / seq / f"{t:05d}.png", labels[t]
-            )
+@pytest.fixture(scope="module")
+def davis(tmp_path_factory):
+    return davis_folder(tmp_path_factory.mktemp("data") / "DAVIS", ["a", "b", "c"])
 
 
-def write_split(root, names):
-    (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
-    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
+def davis_args(root, out, checkpoint, *more):
+    return ["--dataset", "davis", "--root", str(root), "--split", "val", "--out", str(out),
+            "--checkpoint", str(checkpoint), *map(str, more)]  # fmt: skip
 
 
-def tree(folder):
-    """{relative path: bytes} of every file under folder."""
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
-    }
-
-
-def davis_args(root, out, checkpoint):
-    return ["--dataset", "davis", "--root", str(root), "--split", "val", "--out", str(out)] + [
-        "--checkpoint",
-        str(checkpoint),
-        "--model",
-        "tiny",
-    ]
+def global_jf(out) -> float:
+    with open(out / "global_results-val.csv") as f:
+        return float(next(csv.DictReader(f))["J&F-Mean"])
 
 
 def test_an_interrupted_evaluate_run_resumed_gives_the_same_files(
-    tmp_path, checkpoint, monkeypatch
+    tmp_path, davis, checkpoint, monkeypatch
 ):
-    root = tmp_path / "DAVIS"
-    names = ["a", "b", "c"]
-    for i, seq in enumerate(names):
-        write_davis_sequence(root, seq, *synthetic_video(seed=20 + i, num_frames=5))
-    write_split(root, names)
-    assert evaluate.main(davis_args(root, tmp_path / "full", checkpoint)) == 0
+    assert evaluate.main(davis_args(davis, tmp_path / "full", checkpoint)) == 0
 
     written = []
     original_write = outputs.write_labels
@@ -71,20 +66,65 @@ def test_an_interrupted_evaluate_run_resumed_gives_the_same_files(
         original_write(path, labels)
 
     monkeypatch.setattr(outputs, "write_labels", write_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate.main(davis_args(root, tmp_path / "resumed", checkpoint))
+    assert evaluate.main(davis_args(davis, tmp_path / "resumed", checkpoint)) == 130  # Ctrl-C
     monkeypatch.setattr(outputs, "write_labels", original_write)
     runs = []
     original_run = engine_lib.Engine.run
     monkeypatch.setattr(
         engine_lib.Engine, "run", lambda self, v: runs.append(v.name) or original_run(self, v)
     )
-    assert evaluate.main(davis_args(root, tmp_path / "resumed", checkpoint)) == 0
+    assert evaluate.main(davis_args(davis, tmp_path / "resumed", checkpoint)) == 0
     assert runs == ["b", "c"]  # "a" was complete
     full, resumed = tree(tmp_path / "full"), tree(tmp_path / "resumed")
     assert sorted(full) == sorted(resumed)
     assert {"global_results-val.csv", "per-sequence_results-val.csv", "a/00004.png"} <= set(full)
     assert all(full[k] == resumed[k] for k in full)
+
+
+def test_results_of_another_checkpoint_or_option_are_never_reused_or_reported(
+    tmp_path, davis, checkpoint, capsys
+):
+    other = save_tiny_checkpoint(tmp_path / "other", seed=1)
+    out = tmp_path / "out"
+    assert evaluate.main(davis_args(davis, out, checkpoint)) == 0
+    jf_first = global_jf(out)
+    assert evaluate.main(davis_args(davis, tmp_path / "fresh", other)) == 0
+    jf_other = global_jf(tmp_path / "fresh")
+    assert jf_first != jf_other  # the two checkpoints segment differently
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["checkpoint"]["path"] == str(checkpoint)
+    assert manifest["checkpoint"]["step"] is None  # a save_variables directory has no step
+    assert manifest["model_config"] == json.loads((checkpoint / "model_config.json").read_text())
+    assert manifest["inference"] == {
+        "mem_every": 5,
+        "max_memory_frames": None,
+        "flip": False,
+        "shorter_side": None,
+        "dtype": None,
+        "soft_output": False,
+    }
+    assert manifest["data"] == {
+        "dataset": "davis",
+        "root": str(davis),
+        "split": "val",
+        "resolution": "480p",
+    }
+    capsys.readouterr()
+
+    # Another checkpoint, or another option, into the same folder: stop, name what differs.
+    assert evaluate.main(davis_args(davis, out, other)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {out} holds results of another run")
+    assert f"checkpoint: other weights ({checkpoint} step None -> {other} step None)" in err
+    assert "--overwrite" in err
+    assert evaluate.main(davis_args(davis, out, checkpoint, "--flip")) == 2
+    assert "inference.flip: false -> true" in capsys.readouterr().err
+    assert global_jf(out) == jf_first  # nothing was touched
+
+    # --overwrite starts afresh: the printed J&F is the other checkpoint's, as in a new folder.
+    assert evaluate.main(davis_args(davis, out, other, "--overwrite")) == 0
+    assert f"J&F-Mean  {jf_other:.3f}" in capsys.readouterr().out
+    assert tree(out) == tree(tmp_path / "fresh")
 
 
 def test_youtube_run_writes_exactly_the_frames_meta_lists_and_zips_annotations(
@@ -114,18 +154,16 @@ def test_youtube_run_writes_exactly_the_frames_meta_lists_and_zips_annotations(
     }
     (root / "valid" / "meta.json").write_text(json.dumps(meta))
     out = tmp_path / "out"
-    args = ["--dataset", "youtube", "--root", str(root), "--split", "valid", "--out", str(out)]
-    assert evaluate.main(args + ["--checkpoint", str(checkpoint), "--model", "tiny"]) == 0
+    args = ["--dataset", "youtube", "--root", str(root), "--out", str(out)]  # split: valid
+    assert evaluate.main(args + ["--checkpoint", str(checkpoint)]) == 0
     listed = ["00000", "00010", "00020", "00030"]
     assert sorted(p.stem for p in (out / "Annotations" / "v1").iterdir()) == listed
     with zipfile.ZipFile(out / "submission.zip") as z:
         assert sorted(z.namelist()) == [f"Annotations/v1/{n}.png" for n in listed]
     frame2 = video_io.read_label_png(out / "Annotations" / "v1" / "00010.png")
     assert (frame2[late == 2] == 2).all()
-    assert set(np.unique(video_io.read_label_png(out / "Annotations" / "v1" / "00000.png"))) <= {
-        0,
-        1,
-    }
+    first = video_io.read_label_png(out / "Annotations" / "v1" / "00000.png")
+    assert set(np.unique(first)) <= {0, 1}
 
 
 def test_bad_videos_fail_with_the_file_named_and_the_others_go_on(tmp_path, checkpoint, capsys):
@@ -138,67 +176,170 @@ def test_bad_videos_fail_with_the_file_named_and_the_others_go_on(tmp_path, chec
         root / "Annotations" / "480p" / "badsize" / "00000.png", labels[0][:32]
     )
     write_davis_sequence(root, "rgbmask", frames, labels, annotate="first")
-    Image.fromarray(frames[0]).save(root / "Annotations" / "480p" / "rgbmask" / "00000.png")
+    rgb = root / "Annotations" / "480p" / "rgbmask" / "00000.png"
+    video_io.write_frame(rgb, frames[0])
     write_davis_sequence(root, "sizes", frames, labels, annotate="first")
     video_io.write_frame(root / "JPEGImages" / "480p" / "sizes" / "00002.jpg", frames[2][:, :48])
     write_davis_sequence(root, "corrupt", frames, labels, annotate="first")
     (root / "JPEGImages" / "480p" / "corrupt" / "00001.jpg").write_bytes(b"not a jpeg")
-    bad = ["nomask", "badsize", "rgbmask", "sizes", "corrupt"]
-    write_split(root, ["good"] + bad)
+    # An empty first-frame mask is no failure: a warning names it, the video is written.
+    write_davis_sequence(root, "empty", frames, np.zeros_like(labels), annotate="first")
+    bad = ["nomask", "badsize", "rgbmask", "sizes", "corrupt", "missing"]
+    write_split(root, ["good", "empty"] + bad)
 
     out = tmp_path / "out"
     assert evaluate.main(davis_args(root, out, checkpoint)) == 1
     err = capsys.readouterr().err
-    assert "5 video(s) failed" in err
+    empty_mask = root / "Annotations" / "480p" / "empty" / "00000.png"
+    assert f"warning: mask '{empty_mask}' holds no object" in err
+    assert "6 video(s) failed" in err
     expected_files = {
         "nomask": "nomask/00000.png",
         "badsize": "badsize/00000.png",
         "rgbmask": "rgbmask/00000.png",
         "sizes": "sizes/00002.jpg",
         "corrupt": "corrupt/00001.jpg",
+        "missing": "JPEGImages/480p/missing",
     }
-    for line in err.splitlines()[-5:]:
-        seq = line.strip().split(":")[0]
-        assert expected_files[seq] in line
+    failed = dict(line.strip().split(": ", 1) for line in err.splitlines()[-6:])
+    assert set(failed) == set(expected_files)
+    for seq, file in expected_files.items():
+        assert file in failed[seq]
     assert len(list((out / "good").glob("*.png"))) == 4
+    assert all(not video_io.read_label_png(p).any() for p in (out / "empty").glob("*.png"))
+    assert len(list((out / "empty").glob("*.png"))) == 4
     assert (out / "global_results-val.csv").is_file()
 
 
-@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # imageio-ffmpeg's subprocess
-def test_segment_writes_masks_and_an_overlay_from_frames_or_an_mp4(tmp_path, checkpoint, capsys):
-    frames, labels = synthetic_video(seed=50, num_frames=5)
-    folder = tmp_path / "frames"
-    for t, frame in enumerate(frames):
-        video_io.write_frame(folder / f"img{t:03d}.png", frame)
-    mask = tmp_path / "first.png"
-    video_io.write_label_png(mask, labels[0])
-    mp4 = tmp_path / "clip.mp4"
-    iio.imwrite(mp4, frames, fps=5)
-    common = ["--mask", str(mask), "--checkpoint", str(checkpoint), "--model", "tiny"]
+def legacy_checkpoint(path):
+    """What save_variables wrote before checkpoints stored their model config."""
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(path, tiny_model(0)[1])
+    checkpointer.wait_until_finished()
+    return path
 
-    out = tmp_path / "out_frames"
-    assert (
-        segment.main(["--frames", str(folder), "--out", str(out), "--overlay", "o.gif"] + common)
-        == 0
-    )
-    assert sorted(p.name for p in out.glob("*.png")) == [f"img{t:03d}.png" for t in range(5)]
-    np.testing.assert_array_equal(video_io.read_label_png(out / "img000.png"), labels[0])
-    overlay = iio.imread(out / "o.gif", index=None)
-    assert overlay.shape[0] == 5
-    # Object pixels of frame 0 are tinted half-way towards the palette colour.
-    tint = segment.overlay(frames[0], labels[0])
-    assert np.abs(overlay[0][..., :3].astype(int) - tint.astype(int)).mean() < 8
 
-    out = tmp_path / "out_mp4"
-    assert segment.main(["--frames", str(mp4), "--out", str(out)] + common) == 0
-    assert len(list(out.glob("*.png"))) == 5 and (out / "overlay.mp4").is_file()
-    assert iio.imread(out / "overlay.mp4", index=None).shape[0] == 5
+@pytest.mark.parametrize(
+    "case",
+    ["no checkpoint", "not a checkpoint", "no data", "no split", "no meta.json",
+     "model mismatch", "old checkpoint", "foreign out", "half multi-process"],
+)  # fmt: skip
+def test_input_errors_are_one_line_with_status_2_and_nothing_written(
+    tmp_path, davis, checkpoint, capsys, case
+):
+    out, more, ckpt, root = tmp_path / "out", [], checkpoint, davis
+    if case == "no checkpoint":
+        ckpt, expected = tmp_path / "nothing", f"no checkpoint at {tmp_path / 'nothing'}"
+    elif case == "not a checkpoint":
+        ckpt = davis
+        expected = f"{davis} holds neither variables written by save_variables nor a training"
+    elif case == "no meta.json":
+        more = ["--dataset", "youtube", "--split", "valid"]
+        expected = f"YouTube-VOS meta file '{davis / 'valid' / 'meta.json'}' does not exist"
+    elif case == "no data":
+        root, expected = tmp_path / "nope", f"DAVIS folder '{tmp_path / 'nope'}' does not exist"
+    elif case == "no split":
+        more = ["--split", "train"]
+        expected = f"split file '{davis / 'ImageSets' / '2017' / 'train.txt'}' does not exist"
+    elif case == "model mismatch":
+        more = ["--model", "paper"]
+        expected = ("backbone: 'resnet50' in --model paper, 'resnet18' in the checkpoint; "
+                    "width: 1.0 in --model paper, 0.125 in the checkpoint")  # fmt: skip
+    elif case == "old checkpoint":
+        ckpt = legacy_checkpoint(tmp_path / "old")
+        expected = "stores no model config (written before checkpoints did)"
+    elif case == "foreign out":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        expected = f"{out} holds files but no manifest.json"
+    else:
+        more, expected = ["--num_processes", "2"], "missing --coordinator_address or JAX_"
+    assert evaluate.main(davis_args(root, out, ckpt, *more)) == 2  # the last flag counts
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and expected in err
+    written = sorted(os.listdir(out)) if out.exists() else []
+    assert written == (["notes.txt"] if case == "foreign out" else [])
 
-    (tmp_path / "broken.mp4").write_bytes(b"no video here")
-    assert segment.main(["--frames", str(tmp_path / "broken.mp4"), "--out", str(out)] + common) == 1
-    assert "broken.mp4" in capsys.readouterr().err
-    small = tmp_path / "small.png"
-    video_io.write_label_png(small, labels[0][:, :32])
-    args = ["--frames", str(folder), "--out", str(out), "--mask", str(small)]
-    assert segment.main(args + common[2:]) == 1
-    assert "small.png" in capsys.readouterr().err
+
+def test_an_old_checkpoint_runs_with_model_and_its_switches_read_off_the_weights(
+    tmp_path, davis, capsys
+):
+    old = legacy_checkpoint(tmp_path / "old")
+    assert evaluate.main(davis_args(davis, tmp_path / "out", old, "--model", "tiny")) == 0
+    assert evaluate.main(davis_args(davis, tmp_path / "new", old, "--model", "paper")) == 2
+    assert "the weights fit --model tiny" in capsys.readouterr().err
+
+
+def test_python_m_evaluate_prints_one_line_and_no_traceback(tmp_path, davis, checkpoint):
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "lcm_jax.evaluate", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "XLA_FLAGS": ""},
+        )  # fmt: skip
+
+    done = run(*davis_args(davis, tmp_path / "out", tmp_path / "missing"))
+    assert done.returncode == 2
+    assert done.stderr == f"error: no checkpoint at {tmp_path / 'missing'}\n"
+    # A multi-process run whose coordinator never answers (nothing listens on port 1).
+    done = run(*davis_args(davis, tmp_path / "out", checkpoint), "--coordinator_address",
+               "127.0.0.1:1", "--num_processes", "2", "--process_id", "1",
+               "--initialization_timeout", "2")  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: could not join the multi-process run through the ")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_share_the_videos_and_process_0_scores_as_one_process(tmp_path, checkpoint):
+    root = tmp_path / "DAVIS"
+    for i, (seq, n) in enumerate([("a", 5), ("b", 6), ("c", 7)]):
+        write_davis_sequence(root, seq, *synthetic_video(seed=60 + i, num_frames=n))
+    write_split(root, ["a", "b", "c"])
+    assert evaluate.main(davis_args(root, tmp_path / "one", checkpoint)) == 0
+
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lcm_jax.evaluate",
+                *davis_args(root, tmp_path / "two", checkpoint),
+                "--coordinator_address",
+                address,
+                "--num_processes",
+                "2",
+                "--process_id",
+                str(i),
+                "--initialization_timeout",
+                "60",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], results
+    (out0, err0), (out1, err1) = results
+    # Disjoint shares: process 0 segments a and c (5 + 7 frames), process 1 b (6 frames).
+    assert "[process 0/2]" in err0 and "12/12" in err0 and "6/6" not in err0
+    assert "[process 1/2]" in err1 and "6/6" in err1 and "12/12" not in err1
+    assert "J&F-Mean" in out0 and "J&F-Mean" not in out1
+    one, two = tree(tmp_path / "one"), tree(tmp_path / "two")
+    assert sorted(one) == sorted(two)
+    assert all(one[k] == two[k] for k in one)  # the CSVs, the PNGs and the manifest

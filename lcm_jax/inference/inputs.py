@@ -4,6 +4,9 @@ Every problem is a `video_io.DatasetError` (a ValueError) that names the file: a
 unreadable frame, a video (MP4/GIF) that cannot be decoded, frames of different sizes, a missing
 first-frame mask, a mask that is RGB or whose size differs from the frames, a mask with no frame.
 
+A given mask with no object in it (only background, or only void 255) is not an error: the
+video is segmented (every frame background), and an `EmptyMaskWarning` names the file.
+
 Each reader returns a `Video` (engine.py) and the frame names (file stems) used to name the
 outputs. Frames of folders are read lazily (a few ahead, in a thread) while the video is
 segmented, so a bad frame fails its video mid-way (the video is then incomplete, and a rerun
@@ -15,6 +18,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,11 +26,16 @@ import imageio.v3 as iio
 import numpy as np
 
 from lcm_jax.inference.engine import Video
+from lcm_jax.inference.splits import VideoFiles
 from lcm_jax.input_pipeline import video_io
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif")
 READ_AHEAD = 4  # frames decoded ahead of the engine
+
+
+class EmptyMaskWarning(UserWarning):
+    """A given mask holds no object: the video is segmented as all background."""
 
 
 def _frames(paths: Sequence[Path], first: np.ndarray) -> Iterator[np.ndarray]:
@@ -55,7 +64,8 @@ def _same_size(path: Path, frame, first: np.ndarray, first_path: Path) -> np.nda
 
 
 def read_mask(path: str | os.PathLike, frame_shape: tuple[int, ...]) -> np.ndarray:
-    """A label map uint8 [H, W] that must match the frames' [H, W]."""
+    """A given mask: a label map uint8 [H, W] that must match the frames' [H, W]; warns
+    (EmptyMaskWarning) when it holds no object."""
     if not Path(path).is_file():
         raise video_io.DatasetError(f"mask {os.fspath(path)!r} does not exist")
     labels = video_io.read_label_png(path)
@@ -63,6 +73,13 @@ def read_mask(path: str | os.PathLike, frame_shape: tuple[int, ...]) -> np.ndarr
         raise video_io.DatasetError(
             f"mask {os.fspath(path)!r} is {labels.shape[1]}x{labels.shape[0]} but the frames are "
             f"{frame_shape[1]}x{frame_shape[0]}"
+        )
+    if not np.any((labels != 0) & (labels != video_io.VOID_LABEL)):
+        warnings.warn(
+            f"mask {os.fspath(path)!r} holds no object (only background or void 255): every "
+            "frame will be background",
+            EmptyMaskWarning,
+            stacklevel=2,
         )
     return labels
 
@@ -80,29 +97,26 @@ def _annotations(
     return out
 
 
-def davis_video(root: str | os.PathLike, seq: str, resolution: str) -> tuple[Video, list[str]]:
+def davis_video(listed: VideoFiles) -> tuple[Video, list[str]]:
     """A DAVIS sequence: all frames, and only the first frame's mask given (semi-supervised)."""
-    frame_paths, mask_paths = video_io.davis_video(root, seq, resolution)
-    expected = Path(root) / "Annotations" / resolution / seq / f"{frame_paths[0].stem}.png"
-    if not mask_paths or mask_paths[0].stem != frame_paths[0].stem:
-        raise video_io.DatasetError(f"first-frame mask {os.fspath(expected)!r} is missing")
-    first = video_io.read_frame(frame_paths[0])
-    annotations = {0: read_mask(mask_paths[0], first.shape)}
-    video = Video(_frames(frame_paths, first), annotations, len(frame_paths), seq)
-    return video, [p.stem for p in frame_paths]
+    frames = listed.frames
+    if not listed.annotations or listed.annotations[0].stem != frames[0].stem:
+        path = listed.annotations_dir / f"{frames[0].stem}.png"
+        raise video_io.DatasetError(f"first-frame mask {os.fspath(path)!r} is missing")
+    first = video_io.read_frame(frames[0])
+    annotations = {0: read_mask(listed.annotations[0], first.shape)}
+    return Video(_frames(frames, first), annotations, len(frames), listed.name), listed.frame_names
 
 
-def youtube_video(root: str | os.PathLike, split: str, vid: str) -> tuple[Video, list[str]]:
-    """A YouTube-VOS video: all its frames, every mask of Annotations/<vid> given (objects join
-    on the frame of their first mask)."""
-    frame_paths, mask_paths = video_io.youtube_video(root, split, vid)
-    if not mask_paths:
-        folder = Path(root) / split / "Annotations" / vid
-        raise video_io.DatasetError(f"no mask in {os.fspath(folder)!r}")
-    first = video_io.read_frame(frame_paths[0])
-    annotations = _annotations(mask_paths, frame_paths, first)
-    video = Video(_frames(frame_paths, first), annotations, len(frame_paths), vid)
-    return video, [p.stem for p in frame_paths]
+def youtube_video(listed: VideoFiles) -> tuple[Video, list[str]]:
+    """A YouTube-VOS video: all its frames, every mask of its Annotations folder given (objects
+    join on the frame of their first mask)."""
+    if not listed.annotations:
+        raise video_io.DatasetError(f"no mask in {os.fspath(listed.annotations_dir)!r}")
+    first = video_io.read_frame(listed.frames[0])
+    annotations = _annotations(listed.annotations, listed.frames, first)
+    video = Video(_frames(listed.frames, first), annotations, len(listed.frames), listed.name)
+    return video, listed.frame_names
 
 
 def user_video(frames: str | os.PathLike, mask: str | os.PathLike) -> tuple[Video, list[str]]:
@@ -138,10 +152,14 @@ def read_video_file(path: str | os.PathLike) -> list[np.ndarray]:
     """All frames of a video file as uint8 RGB [H, W, 3]."""
     if not Path(path).is_file():
         raise video_io.DatasetError(f"video {os.fspath(path)!r} does not exist")
+    video_io.spawn_ffmpeg_without_fork()
     try:
         frames = iio.imread(path, index=None)
     except (OSError, ValueError, RuntimeError) as e:
-        raise video_io.DatasetError(f"cannot decode video {os.fspath(path)!r}: {e}") from e
+        reason = [line for line in str(e).splitlines() if line.strip()][-1:]  # ffmpeg's last word
+        raise video_io.DatasetError(
+            f"cannot decode video {os.fspath(path)!r}: {' '.join(reason)}"
+        ) from e
     if frames.ndim == 3:  # greyscale frames
         frames = np.repeat(frames[..., None], 3, axis=-1)
     if frames.ndim != 4 or frames.shape[0] == 0:

@@ -1,4 +1,4 @@
-"""Result files, each written atomically (a temporary file, then os.replace).
+"""Result files, each written atomically (`lcm_jax.files`).
 
 - DAVIS results layout: `<out>/<seq>/<frame>.png`, indexed PNGs with the DAVIS palette
   (pixel value = object id), what the DAVIS 2017 toolkit and its servers read.
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lcm_jax import files
 from lcm_jax.inference.engine import FrameResult
 from lcm_jax.input_pipeline import video_io
-from lcm_jax.metrics.report import write_bytes_atomic, write_text_atomic
 
 CONFIDENCE_COLUMNS = ("frame", "object_id", "confidence")
 WRITERS = 2  # threads that encode and write PNG / .npz files while the engine runs
@@ -41,7 +41,7 @@ def write_probs(path: str | os.PathLike, probs: np.ndarray, object_ids: Iterable
     """Quantised probabilities uint8 [1 + objects, H, W] and their object ids as an .npz."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, probs=probs, object_ids=np.asarray(list(object_ids), np.int32))
-    write_bytes_atomic(path, buffer.getvalue())
+    files.write_bytes(path, buffer.getvalue())
 
 
 def confidence_csv(rows: Iterable[tuple[str, Mapping[int, float]]]) -> str:
@@ -51,12 +51,6 @@ def confidence_csv(rows: Iterable[tuple[str, Mapping[int, float]]]) -> str:
         for object_id, value in sorted(scores.items()):
             lines.append(f"{frame},{object_id},{'' if math.isnan(value) else f'{value:.4f}'}")
     return "\n".join(lines) + "\n"
-
-
-def youtube_frames(meta: Mapping, vid: str) -> set[str]:
-    """Frame names (no suffix) that meta.json lists for video `vid`, over all its objects."""
-    objects = meta["videos"][vid]["objects"].values()
-    return {str(frame) for obj in objects for frame in obj["frames"]}
 
 
 def write_submission_zip(out_dir: str | os.PathLike, zip_path: str | os.PathLike) -> Path:
@@ -69,7 +63,7 @@ def write_submission_zip(out_dir: str | os.PathLike, zip_path: str | os.PathLike
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
         for png in pngs:
             z.write(png, png.relative_to(root).as_posix())
-    write_bytes_atomic(zip_path, buffer.getvalue())
+    files.write_bytes(zip_path, buffer.getvalue())
     return Path(zip_path)
 
 
@@ -149,4 +143,4 @@ def write_video(
             rows.append((name, result.confidence))
         for future in pending:
             future.result()  # re-raises a failed write
-    write_text_atomic(layout.confidence_csv, confidence_csv(rows))
+    files.write_text(layout.confidence_csv, confidence_csv(rows))

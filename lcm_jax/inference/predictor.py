@@ -132,13 +132,8 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike, **options) -> Predictor:
         """A predictor of the checkpoint at `path` (its stored model config) with
         InferenceOptions(**options)."""
-        config = checkpoints.load_model_config(path)
-        if config is None:
-            raise checkpoints.CheckpointError(
-                f"{os.fspath(path)} stores no model config (written before checkpoints did); "
-                "build Predictor(model_config, checkpoints.load_variables(path)) instead"
-            )
-        return cls(config, checkpoints.load_variables(path), InferenceOptions(**options))
+        config, variables = checkpoints.load_model(path)
+        return cls(config, variables, InferenceOptions(**options))
 
     def init_state(self, video: str | os.PathLike | np.ndarray) -> PredictorState:
         """A state for `video`: a folder of frames, a video file or uint8 [T, H, W, 3]."""

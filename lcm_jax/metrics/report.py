@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lcm_jax import files
 from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import davis
 
@@ -67,16 +67,16 @@ def score_sequence(name: str, gt_labels: np.ndarray, pred_labels: np.ndarray) ->
 
 
 def read_sequence(
-    davis_root: str | os.PathLike, results_dir: str | os.PathLike, seq: str, resolution: str
+    results_dir: str | os.PathLike, seq: str, annotation_paths: Sequence[Path]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth and result label maps uint8 [N, H, W] of one sequence's annotated frames.
+    """Ground-truth and result label maps uint8 [N, H, W] of one sequence's annotated frames:
+    `annotation_paths` and `<results_dir>/<seq>/<the same stem>.png`.
 
     Raises:
         video_io.DatasetError: a missing or unreadable PNG, or a size mismatch (names the file).
     """
-    _, annotation_paths = video_io.davis_video(davis_root, seq, resolution)
     if not annotation_paths:
-        raise video_io.DatasetError(f"sequence {seq!r} has no annotation in {davis_root!r}")
+        raise video_io.DatasetError(f"sequence {seq!r} has no annotation")
     gt, pred = [], []
     for path in annotation_paths:
         result_path = Path(results_dir) / seq / f"{path.stem}.png"
@@ -98,11 +98,12 @@ def evaluate_davis(
     sequences: Sequence[str],
     resolution: str = "480p",
 ) -> DavisResults:
-    """Semi-supervised J&F of `sequences` (in order) of a DAVIS results folder."""
+    """Semi-supervised J&F of `sequences` (in order) of a DAVIS results folder against the
+    annotations of the DAVIS folder `davis_root`."""
     objects: list[ObjectScores] = []
     for seq in sequences:
-        gt, pred = read_sequence(davis_root, results_dir, seq, resolution)
-        objects.extend(score_sequence(seq, gt, pred))
+        annotations = video_io.davis_video(davis_root, seq, resolution)[1]
+        objects.extend(score_sequence(seq, *read_sequence(results_dir, seq, annotations)))
     return DavisResults(tuple(objects))
 
 
@@ -111,35 +112,16 @@ def write_csvs(results: DavisResults, out_dir: str | os.PathLike, split: str) ->
     out_dir = Path(out_dir)
     scores = results.global_scores()
     global_path = out_dir / f"global_results-{split}.csv"
-    write_text_atomic(
+    files.write_text(
         global_path,
         ",".join(GLOBAL_COLUMNS) + "\n" + ",".join(_fmt(scores[c]) for c in GLOBAL_COLUMNS) + "\n",
     )
     rows = [",".join(SEQUENCE_COLUMNS)]
     rows += [f"{o.name},{_fmt(o.j[0])},{_fmt(o.f[0])}" for o in results.objects]
     sequence_path = out_dir / f"per-sequence_results-{split}.csv"
-    write_text_atomic(sequence_path, "\n".join(rows) + "\n")
+    files.write_text(sequence_path, "\n".join(rows) + "\n")
     return global_path, sequence_path
 
 
 def _fmt(value: float) -> str:
     return "" if np.isnan(value) else f"{value:.3f}"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and os.replace (never half-written)."""
-    write_bytes_atomic(path, text.encode())
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file and os.replace (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

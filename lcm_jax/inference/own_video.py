@@ -1,0 +1,98 @@
+"""Your own video (a folder of frames or a video file) segmented from its first frame's mask.
+
+    segmenter = Segmenter.from_checkpoint("workdir")
+    result = segment_video(segmenter, "my_video.mp4", "first.png", "out/my_video")
+
+Writes `<out>/<frame>.png` (DAVIS palette), `<out>/confidence.csv`, the `.npz` probabilities
+with `soft_output`, and an overlay video (`<out>/overlay.mp4` by default, .gif also works), each
+atomically, after `<out>/manifest.json` (manifest.py; the data entry records the frames, the
+mask's path and SHA-256, the overlay's name and frame rate).
+
+A video's memory at frame t depends on every frame before it, so an interrupted video is
+segmented again from its first frame; a finished one, asked again with the same manifest, is
+left as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import tqdm
+
+from lcm_jax.inference import inputs, manifest, outputs
+from lcm_jax.inference.engine import Video
+from lcm_jax.inference.overlay import overlay, overlay_video
+from lcm_jax.inference.segmenter import Segmenter
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+    """failures: [(video name, message)] when the video failed; already_done: the folder held
+    the finished results of the same manifest; masks: the PNGs of the folder; overlay: its path."""
+
+    failures: tuple[tuple[str, str], ...]
+    already_done: bool
+    masks: int
+    overlay: Path
+
+
+def _recording(frames: Iterable[np.ndarray], store: dict) -> Iterator[np.ndarray]:
+    """Passes frames through, remembering each until its result has been drawn."""
+    for t, frame in enumerate(frames):
+        store[t] = frame
+        yield frame
+
+
+def segment_video(
+    segmenter: Segmenter,
+    frames: str | os.PathLike,
+    mask: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    overlay_name: str = "overlay.mp4",
+    fps: float = 24.0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Segmentation:
+    """Segments `frames` from the first-frame `mask` into `out` (see the module docstring).
+
+    Raises (before anything is written): video_io.DatasetError for frames or a mask that cannot
+    be used, manifest.ManifestError for a folder of another run's results (without
+    `overwrite`). A failure while segmenting is returned in `failures` instead.
+    """
+    out = Path(out)
+    video, names = inputs.user_video(frames, mask)
+    data = {
+        "frames": os.path.abspath(frames),
+        "mask": os.path.abspath(mask),
+        "mask_sha256": hashlib.sha256(Path(mask).read_bytes()).hexdigest(),
+        "overlay": overlay_name,
+        "fps": fps,
+    }
+    manifest.prepare(out, manifest.build("segment", segmenter.identity(), data), overwrite)
+    layout = outputs.Layout.folder(out, segmenter.options.soft_output)
+    overlay_path = out / overlay_name
+    if layout.complete(names) and overlay_path.is_file():
+        return Segmentation((), True, len(names), overlay_path)
+
+    seen: dict[int, np.ndarray] = {}
+    video = Video(_recording(video.frames, seen), video.annotations, video.num_frames, video.name)
+    try:
+        with (
+            tqdm.tqdm(total=len(names), unit="frame", desc=video.name, disable=not progress) as bar,
+            overlay_video(overlay_path, fps) as append,
+        ):
+
+            def draw(result):
+                append(overlay(seen.pop(result.index), result.labels))
+                bar.update(1)
+
+            outputs.write_video(segmenter.engine.run(video), names, layout, on_frame=draw)
+    except Exception as e:  # noqa: BLE001 - reported as the video's failure, like evaluate's
+        return Segmentation(((video.name, f"{type(e).__name__}: {e}"),), False, 0, overlay_path)
+    return Segmentation((), False, len(names), overlay_path)

@@ -1,0 +1,116 @@
+"""The videos of a benchmark split, listed once per run (DAVIS 2017, YouTube-VOS).
+
+    split = list_davis("/data/DAVIS", "val")     # or list_youtube("/data/YouTube", "valid")
+    split.videos     # VideoFiles of every video that could be listed, in the split's order
+    split.unlisted   # (name, message) of those that could not (a missing folder, ...)
+
+The folder layouts are `lcm_jax.input_pipeline.video_io`'s. A missing dataset folder, split file
+or meta.json raises `video_io.DatasetError` (nothing can run); a problem of one video only makes
+it unlisted, and the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lcm_jax.input_pipeline import video_io
+
+DAVIS_RESOLUTIONS = ("480p", "Full-Resolution")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoFiles:
+    """One video: its frames sorted by name, its annotation PNGs (fewer where only some frames
+    are annotated; an annotation belongs to the frame of the same stem) from `annotations_dir`,
+    and `wanted`, the frame names whose results the benchmark asks for (YouTube-VOS: those
+    meta.json lists), None for every frame."""
+
+    name: str
+    frames: tuple[Path, ...]
+    annotations: tuple[Path, ...]
+    annotations_dir: Path
+    wanted: frozenset[str] | None = None
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [p.stem for p in self.frames]
+
+    @property
+    def fully_annotated(self) -> bool:
+        return len(self.annotations) == len(self.frames)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A split's listing: `data` (dataset, root, split, resolution) names it in a manifest."""
+
+    data: Mapping[str, str]
+    videos: tuple[VideoFiles, ...]
+    unlisted: tuple[tuple[str, str], ...]
+
+
+def _require_folder(root: Path, dataset: str) -> None:
+    if not root.is_dir():
+        raise video_io.DatasetError(f"{dataset} folder {os.fspath(root)!r} does not exist")
+
+
+def list_davis(
+    root: str | os.PathLike,
+    split: str,
+    resolution: str = "480p",
+    names: Sequence[str] | None = None,
+) -> Split:
+    """The sequences of `ImageSets/2017/<split>.txt` (or `names`) of a DAVIS 2017 folder."""
+    root = Path(root).absolute()
+    _require_folder(root, "DAVIS")
+    if resolution not in DAVIS_RESOLUTIONS:
+        raise video_io.DatasetError(
+            f"DAVIS resolution must be one of {DAVIS_RESOLUTIONS}, got {resolution!r}"
+        )
+    videos, unlisted = [], []
+    for seq in names or video_io.davis_sequences(root, split):
+        try:
+            frames, annotations = video_io.davis_video(root, seq, resolution)
+        except video_io.DatasetError as e:
+            unlisted.append((seq, str(e)))
+            continue
+        folder = root / "Annotations" / resolution / seq
+        videos.append(VideoFiles(seq, tuple(frames), tuple(annotations), folder))
+    data = {"dataset": "davis", "root": os.fspath(root), "split": split, "resolution": resolution}
+    return Split(data, tuple(videos), tuple(unlisted))
+
+
+def youtube_frames(meta: Mapping, vid: str) -> frozenset[str]:
+    """Frame names (no suffix) that meta.json lists for video `vid`, over all its objects."""
+    objects = meta["videos"][vid]["objects"].values()
+    return frozenset(str(frame) for obj in objects for frame in obj["frames"])
+
+
+def list_youtube(root: str | os.PathLike, split: str, names: Sequence[str] | None = None) -> Split:
+    """The videos of `<split>/meta.json` (or `names`) of a YouTube-VOS folder, each wanting the
+    frames meta.json lists for it."""
+    root = Path(root).absolute()
+    _require_folder(root, "YouTube-VOS")
+    meta = video_io.youtube_meta(root, split)
+    videos, unlisted = [], []
+    for vid in names or sorted(meta["videos"]):
+        try:
+            if vid not in meta["videos"]:
+                raise video_io.DatasetError(f"video {vid!r} is not in {split}/meta.json")
+            frames, annotations = video_io.youtube_video(root, split, vid)
+            wanted = youtube_frames(meta, vid)
+            missing = sorted(wanted - {p.stem for p in frames})
+            if missing:
+                raise video_io.DatasetError(
+                    f"meta.json lists frames {missing[:3]} of {vid!r} that JPEGImages lacks"
+                )
+        except video_io.DatasetError as e:
+            unlisted.append((vid, str(e)))
+            continue
+        folder = root / split / "Annotations" / vid
+        videos.append(VideoFiles(vid, tuple(frames), tuple(annotations), folder, wanted))
+    data = {"dataset": "youtube", "root": os.fspath(root), "split": split}
+    return Split(data, tuple(videos), tuple(unlisted))
