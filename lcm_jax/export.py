@@ -196,6 +196,7 @@ def export_step(
 def write(path: str | os.PathLike, program: bytes, meta: dict, variables, memory) -> Path:
     """Writes the exported step to `path` atomically (see the module docstring)."""
     from lcm_jax import files
+
     path = Path(path)
     arrays = {"exported": np.frombuffer(program, np.uint8), "meta": np.array(json.dumps(meta))}
     arrays.update({f"variables/{i}": x for i, x in enumerate(variables)})

@@ -1,12 +1,16 @@
-"""Segment your own video from a mask of its first frame.
+"""Segment your own video from a mask of its first frame, or of any frame.
 
     python -m lcm_jax.segment --frames my_video.mp4 --mask first.png \\
         --checkpoint demo_out/train/lcm/sequence --out out/my_video
+    python -m lcm_jax.segment --frames my_video.mp4 --mask frame3.png --mask-frame 3 \\
+        --checkpoint demo_out/train/lcm/sequence --out out/my_video_from_3
 
 --frames is a folder of images (sorted by name) or a video file; --mask an indexed or greyscale
-PNG of the first frame (pixel value = object id, 0 background), the frames' size. The model is
-the one stored with the checkpoint (`--model paper|tiny` overrides it, and is needed for
-checkpoints written before configs were stored). Writes `<out>/<frame>.png` (DAVIS palette),
+PNG (pixel value = object id, 0 background), the frames' size, of the first frame or of frame
+--mask-frame K (counted from 0), whose objects are then propagated forwards to the last frame
+and backwards to the first (lcm_jax.Predictor). The model is the one stored with the checkpoint
+(`--model paper|tiny` overrides it, and is needed for checkpoints written before configs were
+stored). Writes `<out>/<frame>.png` (DAVIS palette),
 `<out>/confidence.csv`, an overlay video (`<out>/overlay.mp4`; `--overlay overlay.gif` for a GIF)
 and `<out>/manifest.json`, all atomically.
 
@@ -34,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lcm_jax.segment", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--frames", required=True, help="folder of frames, or a video file")
-    parser.add_argument("--mask", required=True, help="first-frame mask (indexed PNG)")
+    parser.add_argument("--mask", required=True, help="a frame's mask (indexed PNG)")
+    parser.add_argument(
+        "--mask-frame",
+        dest="mask_frame",
+        type=int,
+        default=0,
+        help="the frame of --mask (default 0, the first); propagated both ways",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overlay", default="overlay.mp4", help="overlay file name in --out")
     parser.add_argument("--fps", type=float, default=24.0, help="overlay frame rate")
@@ -53,6 +64,7 @@ def _segment(args: argparse.Namespace) -> int:
         overlay_name=args.overlay,
         fps=args.fps,
         overwrite=args.overwrite,
+        mask_frame=args.mask_frame,
     )
     if result.failures:
         return cli.report_failures(result.failures)

@@ -275,7 +275,7 @@ def test_python_m_evaluate_prints_one_line_and_no_traceback(tmp_path, davis, che
         return subprocess.run(
             [sys.executable, "-m", "lcm_jax.evaluate", *args],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "XLA_FLAGS": ""},
+            env={**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"},
         )  # fmt: skip
 
     done = run(*davis_args(davis, tmp_path / "out", tmp_path / "missing"))
@@ -304,7 +304,7 @@ def test_two_processes_share_the_videos_and_process_0_scores_as_one_process(tmp_
     assert evaluate.main(davis_args(root, tmp_path / "one", checkpoint)) == 0
 
     address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen(
             [

@@ -57,7 +57,7 @@ def test_forward_propagation_gives_the_engines_labels_byte_for_byte(predictor, m
     expected = engine_labels(model, frames, {0: only(labels[0], [1, 2])})
     for (t, masks), want in zip(got, expected, strict=True):
         np.testing.assert_array_equal(as_labels(masks, want.shape), want)
-        np.testing.assert_array_equal(state.results[t], want)
+        np.testing.assert_array_equal(state.results[t].labels, want)
 
 
 def test_reverse_propagation_is_forward_propagation_of_the_reversed_video(predictor, clip):
@@ -97,17 +97,17 @@ def test_a_correction_on_frame_k_recomputes_only_frames_from_k_as_a_fresh_run_wi
     state = predictor.init_state(frames)
     add_all(predictor, state, labels, 0, [1, 2])
     list(predictor.propagate(state))
-    before = {t: state.results[t].copy() for t in range(N)}
+    before = {t: state.results[t].labels.copy() for t in range(N)}
     k = next(t for t in range(5, N) if (labels[t] == 1).any())
     corrected = labels[k] == 1
     predictor.add_mask(state, k, 1, corrected)
     again = dict(predictor.propagate(state, start=k))
     assert list(again) == list(range(k, N))
     for t in range(k):
-        np.testing.assert_array_equal(state.results[t], before[t])
+        np.testing.assert_array_equal(state.results[t].labels, before[t])
     fresh = engine_labels(model, frames, {0: only(labels[0], [1, 2]), k: only(labels[k], [1])})
     for t in range(k, N):
-        np.testing.assert_array_equal(state.results[t], fresh[t])
+        np.testing.assert_array_equal(state.results[t].labels, fresh[t])
     np.testing.assert_array_equal(again[k][1], corrected)
 
 
@@ -143,7 +143,7 @@ def test_propagation_stopped_early_goes_on_from_where_it_stopped(predictor, clip
     rest = dict(predictor.propagate(state, start=4))
     assert list(rest) == list(range(4, N)) and len(steps) == N  # frames 0-3 not run again
     for t in range(N):
-        np.testing.assert_array_equal(state.results[t], full.results[t])
+        np.testing.assert_array_equal(state.results[t].labels, full.results[t].labels)
     assert expected.keys() == set(range(N))
 
 
@@ -160,11 +160,12 @@ def test_an_object_added_mid_video_joins_there_and_removing_it_gives_the_run_wit
     np.testing.assert_array_equal(results[k][3], labels[k] == 3)
     fresh = engine_labels(model, frames, {0: only(labels[0], [1, 2]), k: only(labels[k], [3])})
     for t in range(N):
-        np.testing.assert_array_equal(state.results[t], fresh[t])
+        np.testing.assert_array_equal(state.results[t].labels, fresh[t])
 
     predictor.remove_object(state, 3)
     assert state.object_ids == (1, 2)
-    assert all(3 not in state.results[t] for t in range(N))
+    assert all(3 not in state.results[t].labels for t in range(N))
+    assert all(state.results[t].object_ids == (1, 2) for t in range(N))
     without = dict(predictor.propagate(state))
     fresh = engine_labels(model, frames, {0: only(labels[0], [1, 2])})
     for t in range(N):

@@ -97,6 +97,21 @@ def test_unusable_frames_or_masks_are_one_line_with_status_2(
     assert not out.exists()
 
 
+def test_a_mask_frame_outside_the_video_is_one_line_with_status_2(tmp_path, checkpoint, capsys):
+    image, labels = synthetic_video(seed=53, num_frames=3)
+    for t in range(3):
+        video_io.write_frame(tmp_path / "frames" / f"{t:05d}.jpg", image[t])
+    video_io.write_label_png(tmp_path / "mask.png", labels[2])
+    argv = ["--frames", str(tmp_path / "frames"), "--mask", str(tmp_path / "mask.png")]
+    argv += ["--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--mask-frame", "3"]
+    assert segment.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: the mask's frame 3 is not a frame of '{tmp_path}/frames' (3 frames, 0 to 2)\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 # The CLI, its frames paced (0.3 s each) so that a signal lands in the middle of the video.
 PACED = """
 import sys, time
@@ -131,7 +146,12 @@ def video(tmp_path_factory):
 
 def interrupt(argv, out: Path, how: signal.Signals) -> subprocess.CompletedProcess:
     """Starts the paced CLI, sends `how` once 3 masks are written, returns the finished run."""
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_backend_optimization_level=0",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(ROOT),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-c", PACED, *argv], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -119,8 +119,11 @@ def youtube_video(listed: VideoFiles) -> tuple[Video, list[str]]:
     return video, listed.frame_names
 
 
-def user_video(frames: str | os.PathLike, mask: str | os.PathLike) -> tuple[Video, list[str]]:
-    """A folder of frames (sorted by name) or a video file, with the first frame's mask.
+def user_video(
+    frames: str | os.PathLike, mask: str | os.PathLike, mask_frame: int = 0
+) -> tuple[Video, list[str]]:
+    """A folder of frames (sorted by name) or a video file, with the mask of frame `mask_frame`
+    (the first frame by default).
 
     A video file is decoded whole (its frames are named 00000, 00001, ...).
     """
@@ -144,7 +147,12 @@ def user_video(frames: str | os.PathLike, mask: str | os.PathLike) -> tuple[Vide
         )
     else:
         raise video_io.DatasetError(f"frames {os.fspath(frames)!r} do not exist")
-    annotations = {0: read_mask(mask, first.shape)}
+    if not 0 <= mask_frame < len(names):
+        raise video_io.DatasetError(
+            f"the mask's frame {mask_frame} is not a frame of {os.fspath(frames)!r} "
+            f"({len(names)} frames, 0 to {len(names) - 1})"
+        )
+    annotations = {mask_frame: read_mask(mask, first.shape)}
     return Video(stream, annotations, len(names), frames.stem), names
 
 

@@ -1,7 +1,12 @@
-"""Your own video (a folder of frames or a video file) segmented from its first frame's mask.
+"""Your own video (a folder of frames or a video file) segmented from one frame's mask.
 
     segmenter = Segmenter.from_checkpoint("workdir")
     result = segment_video(segmenter, "my_video.mp4", "first.png", "out/my_video")
+    result = segment_video(segmenter, "my_video.mp4", "frame40.png", "out/v", mask_frame=40)
+
+The mask of the first frame: the engine's pass, frame by frame. The mask of a later frame K:
+the interactive predictor (predictor.py) propagates it forwards from K to the end and backwards
+from K to the first frame, then the frames are written in order.
 
 Writes `<out>/<frame>.png` (DAVIS palette), `<out>/confidence.csv`, the `.npz` probabilities
 with `soft_output`, and an overlay video (`<out>/overlay.mp4` by default, .gif also works), each
@@ -28,6 +33,7 @@ from lcm_jax.inference import inputs, manifest, outputs
 from lcm_jax.inference.engine import Video
 from lcm_jax.inference.overlay import overlay, overlay_video
 from lcm_jax.inference.segmenter import Segmenter
+from lcm_jax.input_pipeline import video_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +64,7 @@ def segment_video(
     fps: float = 24.0,
     overwrite: bool = False,
     progress: bool = True,
+    mask_frame: int = 0,
 ) -> Segmentation:
     """Segments `frames` from the first-frame `mask` into `out` (see the module docstring).
 
@@ -66,10 +73,11 @@ def segment_video(
     `overwrite`). A failure while segmenting is returned in `failures` instead.
     """
     out = Path(out)
-    video, names = inputs.user_video(frames, mask)
+    video, names = inputs.user_video(frames, mask, mask_frame)
     data = {
         "frames": os.path.abspath(frames),
         "mask": os.path.abspath(mask),
+        "mask_frame": mask_frame,
         "mask_sha256": hashlib.sha256(Path(mask).read_bytes()).hexdigest(),
         "overlay": overlay_name,
         "fps": fps,
@@ -81,18 +89,46 @@ def segment_video(
         return Segmentation((), True, len(names), overlay_path)
 
     seen: dict[int, np.ndarray] = {}
-    video = Video(_recording(video.frames, seen), video.annotations, video.num_frames, video.name)
+    labels = video.annotations[mask_frame]
+    both_ways = mask_frame > 0 and np.any((labels != 0) & (labels != video_io.VOID_LABEL))
     try:
         with (
             tqdm.tqdm(total=len(names), unit="frame", desc=video.name, disable=not progress) as bar,
             overlay_video(overlay_path, fps) as append,
         ):
+            if both_ways:
+                frames_of, results = _both_ways(segmenter, frames, video, labels, mask_frame, bar)
+            else:
+                frames_of = seen.pop
+                video = Video(
+                    _recording(video.frames, seen), video.annotations, video.num_frames, video.name
+                )
+                results = segmenter.engine.run(video)
 
             def draw(result):
-                append(overlay(seen.pop(result.index), result.labels))
-                bar.update(1)
+                append(overlay(frames_of(result.index), result.labels))
+                if not both_ways:
+                    bar.update(1)
 
-            outputs.write_video(segmenter.engine.run(video), names, layout, on_frame=draw)
+            outputs.write_video(results, names, layout, on_frame=draw)
     except Exception as e:  # noqa: BLE001 - reported as the video's failure, like evaluate's
         return Segmentation(((video.name, f"{type(e).__name__}: {e}"),), False, 0, overlay_path)
     return Segmentation((), False, len(names), overlay_path)
+
+
+def _both_ways(segmenter: Segmenter, frames, video: Video, labels, k: int, bar):
+    """(frame index -> frame, FrameResults in frame order) of the predictor propagating the
+    mask of frame k forwards and backwards."""
+    from lcm_jax.inference.predictor import Predictor
+
+    predictor = Predictor(segmenter.model_config, segmenter.variables, segmenter.options)
+    # A video file is already decoded (a list); a folder is read again frame by frame.
+    source = np.stack(video.frames) if isinstance(video.frames, list) else frames
+    state = predictor.init_state(source)
+    for i in sorted(set(np.unique(labels).tolist()) - {0, video_io.VOID_LABEL}):
+        predictor.add_mask(state, k, i, labels == i)
+    for reverse in (False, True):
+        for t, _ in predictor.propagate(state, reverse=reverse):
+            if not reverse or t != k:
+                bar.update(1)
+    return (lambda t: state.frames[t]), [state.results[t] for t in range(state.num_frames)]

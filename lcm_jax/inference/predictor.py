@@ -45,7 +45,7 @@ import numpy as np
 
 from lcm_jax import checkpoints
 from lcm_jax.inference import inputs
-from lcm_jax.inference.engine import Engine, InferenceOptions, to_host
+from lcm_jax.inference.engine import Engine, FrameResult, InferenceOptions, to_host
 from lcm_jax.input_pipeline import video_io
 
 
@@ -102,13 +102,14 @@ class _Pass:
 class PredictorState:
     """One video's predictions: the frames, the given masks, the results, the pass memories.
 
-    given: {frame index: {object id: bool [H, W]}}; results: {frame index: uint8 [H, W] label
-    map of object ids}; passes: {reverse: _Pass}, the device memory of each direction.
+    given: {frame index: {object id: bool [H, W]}}; results: {frame index: the engine's
+    FrameResult (labels uint8 [H, W] of object ids, confidences)}; passes: {reverse: _Pass}, the
+    device memory of each direction.
     """
 
     frames: FrameSource
     given: dict[int, dict[int, np.ndarray]] = dataclasses.field(default_factory=dict)
-    results: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    results: dict[int, FrameResult] = dataclasses.field(default_factory=dict)
     passes: dict[bool, _Pass] = dataclasses.field(default_factory=dict)
 
     @property
@@ -167,8 +168,7 @@ class Predictor:
             state.given[frame].pop(object_id, None)
             if not state.given[frame]:
                 del state.given[frame]
-        for labels in state.results.values():
-            labels[labels == object_id] = 0
+        state.results = {t: _without(r, object_id) for t, r in state.results.items()}
         state.passes.clear()
 
     def reset(self, state: PredictorState) -> None:
@@ -180,10 +180,10 @@ class Predictor:
     def masks(self, state: PredictorState, frame_index: int) -> dict[int, np.ndarray]:
         """{object id: bool [H, W]} of the latest result on `frame_index` ({} if none)."""
         self._check_frame(state, frame_index)
-        labels = state.results.get(frame_index)
-        if labels is None:
+        result = state.results.get(frame_index)
+        if result is None:
             return {}
-        return {i: labels == i for i in state.object_ids}
+        return {i: result.labels == i for i in result.object_ids}
 
     # -- propagation --------------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class Predictor:
     def _record(state, p, out, ids, position) -> tuple[int, dict[int, np.ndarray]]:
         (result,) = to_host(p, out, [ids])
         t = position(p)
-        state.results[t] = result.labels
+        state.results[t] = dataclasses.replace(result, index=t)
         return t, {i: result.labels == i for i in ids}
 
     @staticmethod
@@ -282,6 +282,18 @@ class Predictor:
             position = n - 1 - frame_index if reverse else frame_index
             if everything or done.position > position:
                 del state.passes[reverse]
+
+
+def _without(result: FrameResult, object_id: int) -> FrameResult:
+    """`result` as if object `object_id` had never been there (its pixels background)."""
+    k = result.object_ids.index(object_id)
+    return dataclasses.replace(
+        result,
+        labels=np.where(result.labels == object_id, 0, result.labels).astype(np.uint8),
+        confidence={i: c for i, c in result.confidence.items() if i != object_id},
+        probs=None if result.probs is None else np.delete(result.probs, 1 + k, axis=0),
+        object_ids=tuple(i for i in result.object_ids if i != object_id),
+    )
 
 
 def _given_inputs(masks: Mapping[int, np.ndarray], ids: Sequence[int], slots: int):
