@@ -277,7 +277,13 @@ def train_run(config, variant: str, seed: int, run_dir: Path, data: Path) -> flo
         if not done.is_file():
             start = time.time()
             cfg = stage_config(config, stage, variant, seed, data, init_from)
-            train.train_and_evaluate(cfg, str(workdir))
+            state, _ = train.train_and_evaluate(cfg, str(workdir))
+            step = int(state["step"])
+            if step < cfg.num_train_steps:  # SIGTERM: the trainer saved this step and returned
+                raise BenchmarkError(
+                    f"{workdir} stopped at step {step} of {cfg.num_train_steps}; run the same "
+                    "command again to resume"
+                )
             write_text_atomic(done, json.dumps({"seconds": time.time() - start}))
         seconds += json.loads(done.read_text())["seconds"]
         init_from = str(workdir)
@@ -361,11 +367,20 @@ def mass_shares(position_map, target, others) -> dict[str, np.ndarray]:
     }
 
 
+def border_share(position_map) -> np.ndarray:
+    """The share of the map's mass on the outermost ring of grid cells, [F] from [F, h, w]
+    (a uniform map gives (2h + 2w - 4) / (h·w)): where an attention sink would be."""
+    p = np.asarray(position_map, np.float64)
+    inner = p[:, 1:-1, 1:-1].sum(axis=(1, 2))
+    return 1 - inner / p.sum(axis=(1, 2))
+
+
 def position_map_stats(model, variables, davis: Path, results: Path, seqs) -> dict[str, float]:
     """`mass_shares` over the frames t >= 1 of the look-alike videos `seqs`, with frame t-1's
-    soft target mask from the engine's results (`results/<seq>/<frame>.npz`)."""
+    soft target mask from the engine's results (`results/<seq>/<frame>.npz`), and the
+    `border_share` of the maps (all frames t >= 1) next to a uniform map's."""
     net = build_model(model)
-    per_frame = []
+    per_frame, border = [], []
     for seq in seqs:
         frame_paths, label_paths = video_io.davis_video(davis, seq)
         frames = np.stack([video_io.read_frame(p) for p in frame_paths]).astype(np.float32) / 255
@@ -375,12 +390,16 @@ def position_map_stats(model, variables, davis: Path, results: Path, seqs) -> di
             with np.load(results / seq / f"{p.stem}.npz") as z:
                 probs.append(z["probs"][1].astype(np.float32) / 255)
         maps = position_maps(net, variables, frames[1:], frames[:-1], np.stack(probs))
+        border.append(border_share(maps))
         per_frame.append(mass_shares(maps, target[1:], lookalikes.read_others(davis, seq)[1:] > 0))
     stats = {k: float(np.concatenate([f[k] for f in per_frame]).mean()) for k in per_frame[0]}
     stats["target_denser"] = float(
         np.concatenate([f["density_target"] > f["density_lookalikes"] for f in per_frame]).mean()
     )
     stats["frames"] = int(sum(len(f["share"]) for f in per_frame))
+    h, w = maps.shape[1:]
+    stats["border"] = float(np.concatenate(border).mean())
+    stats["border_uniform"] = (2 * h + 2 * w - 4) / (h * w)
     return stats
 
 
@@ -455,11 +474,13 @@ PAIRED_CAPTION = (
 PGM_CAPTION = (
     "PGM's position map on the look-alike videos, frames t ≥ 1 where the target and a "
     "look-alike are visible (mean ± std over seeds; densities relative to the map's mean, "
-    "1 = an average cell):"
+    "1 = an average cell), and the share of the map's mass on the outermost ring of grid "
+    "cells (all frames t ≥ 1; a uniform map's share in parentheses):"
 )
 PGM_HEADER = (
     "| variant | set | share on target | share if uniform | density target | "
-    "density look-alikes | frames target denser | frames |"
+    "density look-alikes | frames target denser | frames | mass on the border ring "
+    "(uniform) |"
 )
 
 
@@ -496,12 +517,13 @@ def markdown(summary: Mapping, header: str) -> str:
     rows = [(v, s, stats) for v, by_set in pgm.items() for s, stats in by_set.items()]
     if rows:
         lines += ["", PGM_CAPTION, "", PGM_HEADER]
-        lines += ["| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += ["| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for v, s, st in rows:
             lines.append(
                 f"| {LABELS[v]} | {nice(s)} | {_pm(st['share'])} | {_pm(st['chance'])} | "
                 f"{_pm(st['density_target'], 2)} | {_pm(st['density_lookalikes'], 2)} | "
-                f"{_pm(st['target_denser'], 2)} | {st['frames'][0]:.0f} |"
+                f"{_pm(st['target_denser'], 2)} | {st['frames'][0]:.0f} | "
+                f"{_pm(st['border'], 2)} ({st['border_uniform'][0]:.2f}) |"
             )
     return "\n".join(lines) + "\n"
 

@@ -60,6 +60,14 @@ def test_mass_shares_of_a_hand_computed_position_map():
     assert len(ablation.mass_shares(position_map, target, others)["share"]) == 1
 
 
+def test_border_share_of_a_hand_computed_map():
+    # 3x3: the centre holds 6, each of the 8 ring cells 0.25: 2 of the total 8 on the ring.
+    ring = np.full((1, 3, 3), 0.25)
+    ring[0, 1, 1] = 6.0
+    np.testing.assert_allclose(ablation.border_share(ring), [0.25])
+    np.testing.assert_allclose(ablation.border_share(np.ones((1, 4, 5))), [(8 + 10 - 4) / 20])
+
+
 def test_paired_differences_are_per_video_and_per_seed():
     def run(variant, seed, scores):
         return {"variant": variant, "seed": seed, "jf": {"test_lookalike": scores}, "pgm": {}}
@@ -166,6 +174,17 @@ def test_a_rerun_reuses_the_cache_and_an_interrupted_run_resumes(tiny, monkeypat
     assert ablation.main(argv) == 0
     redone, old = json.loads(lcm.read_text()), json.loads(before[lcm])
     assert (redone["jf"], redone["pgm"]) == (old["jf"], old["pgm"])
+
+
+def test_a_stage_stopped_by_sigterm_is_not_marked_done(tiny, monkeypatch, capsys):
+    base, argv = tiny
+    from lcm_jax import train
+
+    # On SIGTERM the trainer saves its step and returns early: not a finished stage.
+    monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: ({"step": 1}, []))
+    assert ablation.main([*argv, "--seeds", "5"]) == 2
+    assert "stopped at step 1 of 2; run the same command again" in _error_line(capsys)
+    assert not list((base / "out").glob("runs/*-seed5-*/sequence/done.json"))
 
 
 def test_the_cache_is_keyed_by_the_full_config(tiny, monkeypatch):
