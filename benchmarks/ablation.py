@@ -301,7 +301,7 @@ def evaluate_run(config, variant: str, run_dir: Path, davis: Path) -> dict:
     # With PGM, the engine's soft masks (.npz next to the PNGs) feed `position_map_stats`.
     options = InferenceOptions(mem_every=config.eval.mem_every, soft_output=model.use_pgm)
     engine = Engine(model, variables, options)
-    jf, pgm = {}, {}
+    jf, pgm, where = {}, {}, {}
     for split in config.eval.sets.split(","):
         for kind in lookalikes.KINDS:
             name = f"{split}_{kind}"
@@ -311,10 +311,43 @@ def evaluate_run(config, variant: str, run_dir: Path, davis: Path) -> dict:
             if failures or results is None:
                 raise BenchmarkError(f"evaluation of {run_dir.name} on {name} failed: {failures}")
             jf[name] = {o.name.rsplit("_", 1)[0]: (o.j[0] + o.f[0]) / 2 for o in results.objects}
+            seqs = video_io.davis_sequences(davis, name)
+            where[name] = where_predicted(davis, out, seqs)
             if soft:
-                seqs = video_io.davis_sequences(davis, name)
                 pgm[name] = position_map_stats(model, variables, davis, out, seqs)
-    return {"jf": jf, "pgm": pgm}
+    return {"jf": jf, "pgm": pgm, "where": where}
+
+
+def where_fractions(pred, target, others) -> dict[str, float]:
+    """Where the predicted target pixels lie, as fractions of the true target's area.
+
+    pred, target, others bool [F, H, W] (others: the look-alikes, or the control objects).
+    Returns {"target": |pred ∧ target|, "lookalikes": |pred ∧ others|, "background": |pred
+    elsewhere|}, each divided by |target|: a perfect result is (1, 0, 0), one that also
+    segments a look-alike of the same size (1, 1, 0).
+    """
+    area = max(int(target.sum()), 1)
+    return {
+        "target": float((pred & target).sum() / area),
+        "lookalikes": float((pred & others).sum() / area),
+        "background": float((pred & ~target & ~others).sum() / area),
+    }
+
+
+def where_predicted(davis: Path, results: Path, seqs) -> dict[str, float]:
+    """`where_fractions` over the videos `seqs` (pixels pooled), on the frames J&F scores
+    (the first and the last frame excluded), from the result PNGs in `results/<seq>/`."""
+    pred, target, others = [], [], []
+    for seq in seqs:
+        frame_paths, label_paths = video_io.davis_video(davis, seq)
+        scored = slice(1, len(frame_paths) - 1)
+        names = [p.stem for p in frame_paths[scored]]
+        pred.append(
+            np.stack([video_io.read_label_png(results / seq / f"{n}.png") == 1 for n in names])
+        )
+        target.append(np.stack([video_io.read_label_png(p) == 1 for p in label_paths[scored]]))
+        others.append(lookalikes.read_others(davis, seq)[scored] > 0)
+    return where_fractions(*(np.concatenate(x) for x in (pred, target, others)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -421,6 +454,17 @@ def mean_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
+def _over_seeds(runs: Sequence[Mapping], key: str) -> dict:
+    """{set: {statistic: (mean, std)}} of the runs' `key` entries over the seeds, for the sets
+    and statistics that every run has (results cached before a statistic existed lack it)."""
+    sets = set.intersection(*(set(r.get(key, {})) for r in runs))
+    out = {}
+    for s in sorted(sets):
+        names = set.intersection(*(set(r[key][s]) for r in runs))
+        out[s] = {k: mean_std([r[key][s][k] for r in runs]) for k in sorted(names)}
+    return out
+
+
 def summarise(runs: Sequence[Mapping]) -> dict:
     """Statistics over the runs [{variant, seed, jf: {set: {video: J&F}}, pgm: {set: stats}}].
 
@@ -428,10 +472,11 @@ def summarise(runs: Sequence[Mapping]) -> dict:
     paired[variant][set] (each variant against STM, same seeds and videos): the per-video
       difference averaged over seeds, its mean and bootstrap 95% interval, and per-seed means.
     pgm[variant][set]: each statistic of `position_map_stats`, mean ± std over seeds.
+    where[variant][set]: each fraction of `where_predicted`, mean ± std over seeds.
     """
     by = {(r["variant"], r["seed"]): r for r in runs}
     variants = list(dict.fromkeys(r["variant"] for r in runs))
-    out = {"jf": {}, "paired": {}, "pgm": {}}
+    out = {"jf": {}, "paired": {}, "pgm": {}, "where": {}}
     for v in variants:
         mine = [r for r in runs if r["variant"] == v]
         sets = sorted(mine[0]["jf"])
@@ -439,11 +484,8 @@ def summarise(runs: Sequence[Mapping]) -> dict:
         for s in sets:
             per_seed = [float(np.mean(list(r["jf"][s].values()))) for r in mine]
             out["jf"][v][s] = {"seeds": per_seed, "mean_std": mean_std(per_seed)}
-        pgm_sets = sorted(mine[0]["pgm"])
-        out["pgm"][v] = {
-            s: {k: mean_std([r["pgm"][s][k] for r in mine]) for k in mine[0]["pgm"][s]}
-            for s in pgm_sets
-        }
+        out["where"][v] = _over_seeds(mine, "where")
+        out["pgm"][v] = _over_seeds(mine, "pgm")
         seeds = [r["seed"] for r in mine if (BASELINE, r["seed"]) in by]
         if v == BASELINE or not seeds:
             continue
@@ -470,6 +512,10 @@ def summarise(runs: Sequence[Mapping]) -> dict:
 PAIRED_CAPTION = (
     f"Paired difference to {LABELS[BASELINE]} per video (mean over seeds), with a bootstrap 95% "
     "interval over videos, and the mean difference of each seed:"
+)
+WHERE_CAPTION = (
+    "Where the predicted target pixels lie, as fractions of the true target's area (pixels "
+    "pooled over the videos' scored frames; mean ± std over seeds):"
 )
 PGM_CAPTION = (
     "PGM's position map on the look-alike videos, frames t ≥ 1 where the target and a "
@@ -514,6 +560,23 @@ def markdown(summary: Mapping, header: str) -> str:
                         f"| {LABELS[v]} | {nice(s)} | {r['mean']:+.3f} | [{lo:+.3f}, {hi:+.3f}] "
                         f"| {r['videos']} | {seeds} |"
                     )
+    if any(summary["where"].values()):
+        lines += [
+            "",
+            WHERE_CAPTION,
+            "",
+            "| variant | set | on the target | on the look-alikes "
+            "(control: the other objects) | elsewhere |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for v, by_set in summary["where"].items():
+            for s in sets:
+                if s in by_set:
+                    w = by_set[s]
+                    lines.append(
+                        f"| {LABELS[v]} | {nice(s)} | {_pm(w['target'], 2)} | "
+                        f"{_pm(w['lookalikes'], 2)} | {_pm(w['background'], 2)} |"
+                    )
     rows = [(v, s, stats) for v, by_set in pgm.items() for s, stats in by_set.items()]
     if rows:
         lines += ["", PGM_CAPTION, "", PGM_HEADER]
@@ -523,7 +586,11 @@ def markdown(summary: Mapping, header: str) -> str:
                 f"| {LABELS[v]} | {nice(s)} | {_pm(st['share'])} | {_pm(st['chance'])} | "
                 f"{_pm(st['density_target'], 2)} | {_pm(st['density_lookalikes'], 2)} | "
                 f"{_pm(st['target_denser'], 2)} | {st['frames'][0]:.0f} | "
-                f"{_pm(st['border'], 2)} ({st['border_uniform'][0]:.2f}) |"
+                + (
+                    f"{_pm(st['border'], 2)} ({st['border_uniform'][0]:.2f}) |"
+                    if "border" in st
+                    else "– |"
+                )
             )
     return "\n".join(lines) + "\n"
 

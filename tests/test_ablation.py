@@ -68,6 +68,18 @@ def test_border_share_of_a_hand_computed_map():
     np.testing.assert_allclose(ablation.border_share(np.ones((1, 4, 5))), [(8 + 10 - 4) / 20])
 
 
+def test_where_fractions_of_a_hand_made_prediction():
+    target = np.zeros((1, 4, 4), bool)
+    target[0, :2, :2] = True  # 4 pixels
+    others = np.zeros_like(target)
+    others[0, 2:, 2:] = True  # a look-alike of 4 pixels
+    pred = np.zeros_like(target)
+    pred[0, 0, :] = True  # 2 on the target, 2 elsewhere
+    pred[0, 3, 3] = True  # 1 on the look-alike
+    got = ablation.where_fractions(pred, target, others)
+    assert got == {"target": 0.5, "lookalikes": 0.25, "background": 0.5}
+
+
 def test_paired_differences_are_per_video_and_per_seed():
     def run(variant, seed, scores):
         return {"variant": variant, "seed": seed, "jf": {"test_lookalike": scores}, "pgm": {}}
@@ -147,6 +159,9 @@ def test_tiny_run_reports_the_j_and_f_of_the_davis_csvs(tiny):
     pgm = lcm["pgm"]["test_lookalike"]
     assert 0 <= pgm["share"] <= 1 and 0 < pgm["chance"] < 1 and pgm["frames"] > 0
     assert stm["pgm"] == {}
+    for run in entry["runs"]:
+        assert set(run["where"]) == set(run["jf"])
+        assert all(0 <= x for w in run["where"].values() for x in w.values())
     md = (base / "r.md").read_text()
     assert "<!-- ablation:default:begin -->" in md and "| GRM only (STM) |" in md
 
