@@ -42,6 +42,7 @@ TensorFlow for training) are one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -85,7 +86,9 @@ LABELS = {
     "no_grm": "PGM+ORM",
 }
 DEFAULT_VARIANTS = ("lcm", "stm")
-BASELINE = "stm"
+# Paired comparisons (a, b) -> a − b, when both ran: every variant against STM, and LCM
+# against LCM without PGM (PGM's own contribution) and without ORM (ORM's).
+PAIRS = [(v, "stm") for v in VARIANTS if v != "stm"] + [("lcm", "no_pgm"), ("lcm", "no_orm")]
 STAGES = ("main", "sequence")  # Table 4: no static pre-training
 SPLITS = ("val", "test")
 BOOTSTRAP_RESAMPLES = 10_000
@@ -469,8 +472,9 @@ def summarise(runs: Sequence[Mapping]) -> dict:
     """Statistics over the runs [{variant, seed, jf: {set: {video: J&F}}, pgm: {set: stats}}].
 
     jf[variant][set]: per-seed means over videos, and their mean ± std.
-    paired[variant][set] (each variant against STM, same seeds and videos): the per-video
-      difference averaged over seeds, its mean and bootstrap 95% interval, and per-seed means.
+    paired["a-b"][set] (each pair of PAIRS that ran, same seeds and videos): the per-video
+      difference a − b averaged over the seeds, its mean and bootstrap 95% interval, and the
+      mean difference of each seed.
     pgm[variant][set]: each statistic of `position_map_stats`, mean ± std over seeds.
     where[variant][set]: each fraction of `where_predicted`, mean ± std over seeds.
     """
@@ -486,17 +490,17 @@ def summarise(runs: Sequence[Mapping]) -> dict:
             out["jf"][v][s] = {"seeds": per_seed, "mean_std": mean_std(per_seed)}
         out["where"][v] = _over_seeds(mine, "where")
         out["pgm"][v] = _over_seeds(mine, "pgm")
-        seeds = [r["seed"] for r in mine if (BASELINE, r["seed"]) in by]
-        if v == BASELINE or not seeds:
+    for a, b in PAIRS:
+        seeds = sorted(k for v, k in by if v == a and (b, k) in by)
+        if not seeds:
             continue
-        out["paired"][v] = {}
-        for s in sets:
-            videos = sorted(by[(v, seeds[0])]["jf"][s])
+        out["paired"][f"{a}-{b}"] = {}
+        for s in sorted(set(by[(a, seeds[0])]["jf"]) & set(by[(b, seeds[0])]["jf"])):
+            videos = sorted(by[(a, seeds[0])]["jf"][s])
             diff = np.array(
-                [[by[(v, k)]["jf"][s][x] - by[(BASELINE, k)]["jf"][s][x] for x in videos]
-                 for k in seeds]  # [seeds, videos]
-            )  # fmt: skip
-            out["paired"][v][s] = {
+                [[by[(a, k)]["jf"][s][x] - by[(b, k)]["jf"][s][x] for x in videos] for k in seeds]
+            )  # [seeds, videos]
+            out["paired"][f"{a}-{b}"][s] = {
                 "mean": float(diff.mean()),
                 "ci95": bootstrap_ci(diff.mean(axis=0)),
                 "per_seed": [float(d) for d in diff.mean(axis=1)],
@@ -510,8 +514,8 @@ def summarise(runs: Sequence[Mapping]) -> dict:
 
 
 PAIRED_CAPTION = (
-    f"Paired difference to {LABELS[BASELINE]} per video (mean over seeds), with a bootstrap 95% "
-    "interval over videos, and the mean difference of each seed:"
+    "Paired differences per video (mean over the seeds, which the variants share), with a "
+    "bootstrap 95% interval over videos, and the mean difference of each seed:"
 )
 WHERE_CAPTION = (
     "Where the predicted target pixels lie, as fractions of the true target's area (pixels "
@@ -548,17 +552,18 @@ def markdown(summary: Mapping, header: str) -> str:
         lines.append(f"| {LABELS[v]} | " + " | ".join(_pm(row[s]["mean_std"]) for s in sets) + " |")
     if paired:
         lines += ["", PAIRED_CAPTION, ""]
-        lines += ["| variant − STM | set | mean | 95% interval | videos | per seed |"]
+        lines += ["| difference | set | mean | 95% interval | videos | per seed |"]
         lines += ["| --- | --- | ---: | --- | ---: | --- |"]
-        for v, rows in paired.items():
+        for pair, rows in paired.items():
+            a, b = pair.split("-")
             for s in sets:
                 if s in rows:
                     r = rows[s]
                     lo, hi = r["ci95"]
                     seeds = ", ".join(f"{d:+.3f}" for d in r["per_seed"])
                     lines.append(
-                        f"| {LABELS[v]} | {nice(s)} | {r['mean']:+.3f} | [{lo:+.3f}, {hi:+.3f}] "
-                        f"| {r['videos']} | {seeds} |"
+                        f"| {LABELS[a]} − {LABELS[b]} | {nice(s)} | {r['mean']:+.3f} | "
+                        f"[{lo:+.3f}, {hi:+.3f}] | {r['videos']} | {seeds} |"
                     )
     if any(summary["where"].values()):
         lines += [
@@ -630,17 +635,24 @@ def run_one(config, variant: str, seed: int, out: Path, data: Path) -> dict:
     if saved.is_file() and json.loads(saved.read_text()) != json.loads(text):
         raise BenchmarkError(f"{run_dir} holds a run of another config (see its config.json)")
     write_text_atomic(saved, text)
-    train_seconds = train_run(config, variant, seed, run_dir, data)
-    start = time.time()
-    result = {
-        "variant": variant,
-        "seed": seed,
-        "run": run_dir.name,
-        "train_seconds": train_seconds,
-        **evaluate_run(config, variant, run_dir, data / "DAVIS"),
-        "eval_seconds": time.time() - start,
-    }
-    write_text_atomic(result_path, json.dumps(result, indent=1))
+    with open(run_dir / ".lock", "w") as lock:  # one process per run; released when it exits
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BenchmarkError(f"{run_dir} is in use by another benchmark process") from None
+        if result_path.is_file():  # that other process finished it meanwhile
+            return json.loads(result_path.read_text())
+        train_seconds = train_run(config, variant, seed, run_dir, data)
+        start = time.time()
+        result = {
+            "variant": variant,
+            "seed": seed,
+            "run": run_dir.name,
+            "train_seconds": train_seconds,
+            **evaluate_run(config, variant, run_dir, data / "DAVIS"),
+            "eval_seconds": time.time() - start,
+        }
+        write_text_atomic(result_path, json.dumps(result, indent=1))
     return result
 
 

@@ -3,6 +3,7 @@ trains, caches, resumes and keys its cache by the config."""
 
 import csv
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -93,12 +94,18 @@ def test_paired_differences_are_per_video_and_per_seed():
     s = ablation.summarise(runs)
     assert s["jf"]["lcm"]["test_lookalike"]["seeds"] == pytest.approx([0.65, 0.55])
     assert s["jf"]["lcm"]["test_lookalike"]["mean_std"] == pytest.approx((0.6, np.sqrt(0.005)))
-    paired = s["paired"]["lcm"]["test_lookalike"]
+    paired = s["paired"]["lcm-stm"]["test_lookalike"]
     # Per video over seeds: a: (0.2 + 0.1) / 2 = 0.15, b: (0 - 0.2) / 2 = -0.1.
     assert paired["mean"] == pytest.approx(0.025)
     assert paired["per_seed"] == pytest.approx([0.1, -0.05])
     assert paired["ci95"] == pytest.approx((-0.1, 0.15))
-    assert "stm" not in s["paired"]
+    assert set(s["paired"]) == {"lcm-stm"}
+
+    # GRM+ORM with seed 1 only: paired with STM and with LCM on that seed.
+    s = ablation.summarise([*runs, run("no_pgm", 1, {"a": 0.45, "b": 0.7})])
+    assert set(s["paired"]) == {"lcm-stm", "no_pgm-stm", "lcm-no_pgm"}
+    pgm_part = s["paired"]["lcm-no_pgm"]["test_lookalike"]
+    assert pgm_part["seeds"] == [1] and pgm_part["mean"] == pytest.approx((0.05 - 0.1) / 2)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +159,7 @@ def test_tiny_run_reports_the_j_and_f_of_the_davis_csvs(tiny):
             assert seed_means[0] == pytest.approx(global_jf, abs=5e-4)  # CSV: 3 decimals
             assert len(scores) == 1  # one look-alike (or control) video per held-out split
     lcm, stm = ({r["variant"]: r for r in entry["runs"]}[v] for v in ("lcm", "stm"))
-    paired = summary["paired"]["lcm"]["test_lookalike"]
+    paired = summary["paired"]["lcm-stm"]["test_lookalike"]
     video = next(iter(lcm["jf"]["test_lookalike"]))
     expected = lcm["jf"]["test_lookalike"][video] - stm["jf"]["test_lookalike"][video]
     assert paired["mean"] == pytest.approx(expected)
@@ -200,6 +207,19 @@ def test_a_stage_stopped_by_sigterm_is_not_marked_done(tiny, monkeypatch, capsys
     assert ablation.main([*argv, "--seeds", "5"]) == 2
     assert "stopped at step 1 of 2; run the same command again" in _error_line(capsys)
     assert not list((base / "out").glob("runs/*-seed5-*/sequence/done.json"))
+
+
+def test_a_run_in_use_by_another_process_is_an_error_not_a_second_training(
+    tiny, monkeypatch, capsys
+):
+    base, argv = tiny
+    argv = [*argv, "--set", "eval.mem_every=6"]  # no cached result: the run must be opened
+    lcm_dir = next((base / "out" / "runs").glob("lcm-seed0-*"))
+    with open(lcm_dir / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        monkeypatch.setattr(ablation, "train_run", lambda *a: pytest.fail("trained twice"))
+        assert ablation.main(argv) == 2
+    assert "is in use by another benchmark process" in _error_line(capsys)
 
 
 def test_the_cache_is_keyed_by_the_full_config(tiny, monkeypatch):
