@@ -14,8 +14,9 @@ the clips:
   and its cosine similarity.
 
 The bf16 model keeps its keys in float32 (the model config's `attention_dtype`, default);
-`--attention_dtype compute` rounds them to bf16 as well, for comparison. Random weights (seed 0; PyTorch's default init for the non-backbone layers) unless
---checkpoint gives trained ones (e.g. `demo_out/train/lcm/sequence` with `--model tiny`).
+`--attention_dtype compute` rounds them to bf16 as well, for comparison. Random weights
+(seed 0; PyTorch's default init for the non-backbone layers) unless --checkpoint gives
+trained ones (e.g. `demo_out/train/lcm/sequence` with `--model tiny`).
 Needs no TensorFlow.
 """
 

@@ -32,6 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pgm_top_k = 8
     c.position_map_scale = "n"  # [choice] "n": P multiplied by N (uniform response = 1) | "none"
     c.mask_pooling = "area"  # [choice] masks to the stride-16 grid: "area" average | "max"
+    # Fusion: "replace": y_pgm + y_orm take the place of v_q (the paper's Figure 2) | "residual":
+    # v_q + y_pgm + y_orm (PGM and ORM add to STM's input instead of replacing it).
+    c.local_fusion = "replace"  # [choice]
     # ORM.
     c.orm_shared_g = False  # [choice] g_q and g_f are two separate 1x1 convs
     c.orm_reduction = 16  # [choice] SE reduction ratio

@@ -27,13 +27,13 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from lcm_jax import files
 from lcm_jax.input_pipeline import video_io
 
 # RGB of target objects 1..5 (label id k -> OBJECT_COLOURS[k - 1]); distractors reuse them.
@@ -87,7 +87,12 @@ class Difficulty:
 
 
 @dataclasses.dataclass
-class _Sprite:
+class Sprite:
+    """One object's look and path; `draw_sprite` renders it at frame t. Its centre at frame t is
+    centre0 + drift·t + wobble·sin(wobble_freq·t + wobble_phase), its angle
+    angle0 + angular_speed·t, its radius radius·(1 + scale_amplitude·sin(scale_freq·t +
+    scale_phase))."""
+
     label: int  # 0 for a distractor
     colour: np.ndarray  # uint8 [3]
     family: str
@@ -105,6 +110,17 @@ class _Sprite:
     start: int  # first frame it is drawn in
 
 
+def random_look(rng: np.random.Generator) -> tuple[str, tuple[str, float, float]]:
+    """A random shape family and texture (kind, period in radii, angle) of a `Sprite`."""
+    family = SHAPE_FAMILIES[int(rng.integers(len(SHAPE_FAMILIES)))]
+    texture = (
+        ("stripes", "checker")[int(rng.integers(2))],
+        float(rng.uniform(0.3, 0.7)),
+        float(rng.uniform(0, np.pi)),
+    )
+    return family, texture
+
+
 def _polygon(family: str) -> np.ndarray:
     """Unit-radius outline of a shape family, [P, 2] (y, x)."""
     if family == "ellipse":
@@ -120,7 +136,7 @@ def _polygon(family: str) -> np.ndarray:
     return np.stack([r * np.sin(a), r * np.cos(a)], -1)
 
 
-def _make_sprite(rng, label, colour, family, texture, height, width, d, start) -> _Sprite:
+def _make_sprite(rng, label, colour, family, texture, height, width, d, start) -> Sprite:
     size = min(height, width)
     radius = rng.uniform(*d.size_range) * size
     frame = np.array([height, width], np.float64)
@@ -131,7 +147,7 @@ def _make_sprite(rng, label, colour, family, texture, height, width, d, start) -
         centre0[1] = width / 2
         wobble[1] = 0.5 * width + 1.5 * radius
         wobble_freq[1] = rng.uniform(0.15, 0.3)
-    return _Sprite(
+    return Sprite(
         label=label,
         colour=colour,
         family=family,
@@ -150,7 +166,7 @@ def _make_sprite(rng, label, colour, family, texture, height, width, d, start) -
     )
 
 
-def _background(rng, height, width, d: Difficulty) -> np.ndarray:
+def draw_background(rng, height, width, d: Difficulty) -> np.ndarray:
     """Smooth grey texture with a small tint, float [H, W, 3]."""
     coarse = rng.uniform(-1, 1, (height // 16 + 2, width // 16 + 2))
     image = Image.fromarray(((coarse + 1) * 127.5).astype(np.uint8)).resize(
@@ -163,7 +179,7 @@ def _background(rng, height, width, d: Difficulty) -> np.ndarray:
     return np.clip(grey[..., None] + tint, 0, 255)
 
 
-def _draw(sprite: _Sprite, t: int, height: int, width: int, d: Difficulty):
+def draw_sprite(sprite: Sprite, t: int, height: int, width: int, d: Difficulty):
     """Returns (coverage bool [H, W], RGB float [H, W, 3]) of a sprite at frame t."""
     centre = (
         sprite.centre0
@@ -212,12 +228,7 @@ def render_video(
         num_objects = int(rng.integers(d.min_objects, d.max_objects + 1))
         sprites = []
         for label in range(1, num_objects + 1):
-            family = SHAPE_FAMILIES[int(rng.integers(len(SHAPE_FAMILIES)))]
-            texture = (
-                ("stripes", "checker")[int(rng.integers(2))],
-                float(rng.uniform(0.3, 0.7)),
-                float(rng.uniform(0, np.pi)),
-            )
+            family, texture = random_look(rng)
             late = (
                 allow_late_start
                 and label > 1
@@ -236,7 +247,7 @@ def render_video(
                 _make_sprite(rng, 0, twin.colour, twin.family, twin.texture, height, width, d, 0)
             )
         order = rng.permutation(len(sprites))  # depth: later sprites occlude earlier ones
-        background = _background(rng, height, width, d)
+        background = draw_background(rng, height, width, d)
         frames = np.empty((num_frames, height, width, 3), np.uint8)
         labels = np.zeros((num_frames, height, width), np.uint8)
         for t in range(num_frames):
@@ -245,7 +256,7 @@ def render_video(
                 sprite = sprites[index]
                 if t < sprite.start:
                     continue
-                coverage, colour = _draw(sprite, t, height, width, d)
+                coverage, colour = draw_sprite(sprite, t, height, width, d)
                 image[coverage] = colour[coverage]
                 labels[t][coverage] = sprite.label
             frames[t] = np.clip(np.round(image), 0, 255).astype(np.uint8)
@@ -259,12 +270,16 @@ def render_video(
     raise RuntimeError("could not render a video whose targets are visible; relax the knobs")
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+def write_davis_sequence(
+    davis_root: str | os.PathLike, seq: str, frames: np.ndarray, labels: np.ndarray, quality: int
+) -> None:
+    """Writes one sequence in the DAVIS 2017 layout (480p): frames uint8 [T, H, W, 3] as
+    JPEGImages/480p/<seq>/00000.jpg..., label maps uint8 [T, H, W] as palette PNGs in
+    Annotations/480p/<seq>/."""
+    davis = Path(davis_root)
+    for t in range(len(frames)):
+        video_io.write_frame(davis / "JPEGImages/480p" / seq / f"{t:05d}.jpg", frames[t], quality)
+        video_io.write_label_png(davis / "Annotations/480p" / seq / f"{t:05d}.png", labels[t])
 
 
 def _num_val(num_videos: int, val_fraction: float) -> int:
@@ -318,11 +333,7 @@ def generate(
         )
         seq = f"synth{i:04d}"
         names["val" if i >= num_videos - n_val else "train"].append(seq)
-        for t in range(num_frames):
-            video_io.write_frame(
-                davis / "JPEGImages/480p" / seq / f"{t:05d}.jpg", frames[t], d.jpeg_quality
-            )
-            video_io.write_label_png(davis / "Annotations/480p" / seq / f"{t:05d}.png", labels[t])
+        write_davis_sequence(davis, seq, frames, labels, d.jpeg_quality)
         bar.update()
     for split, seqs in names.items():
         path = davis / "ImageSets/2017" / f"{split}.txt"
@@ -367,7 +378,7 @@ def generate(
                 )
         bar.update()
     for split, meta in metas.items():
-        _write_json(youtube / split / "meta.json", meta)
+        files.write_text(youtube / split / "meta.json", json.dumps(meta, indent=1))
 
     # Static image/mask pairs (COCO-instance style palette label maps, 1-3 objects).
     static_d = dataclasses.replace(d, max_objects=min(3, d.max_objects), min_objects=1)

@@ -205,10 +205,14 @@ def labels_of(masks: np.ndarray) -> np.ndarray:
     return np.where(m.max(axis=2) > 0.5, 1 + m.argmax(axis=2), 0).astype(np.int32)
 
 
-@pytest.mark.parametrize("switches", ["TTT", "TFT", "TTF", "TFF", "FTT"])
-def test_clip_logits_and_loss_gradients_match_torch_for_table4_variant(switches):
+@pytest.mark.parametrize(
+    "switches, fusion",
+    [("TTT", "replace"), ("TFT", "replace"), ("TTF", "replace"), ("TFF", "replace"),
+     ("FTT", "replace"), ("TTT", "residual"), ("TTF", "residual")],
+)  # fmt: skip
+def test_clip_logits_and_loss_gradients_match_torch_for_table4_variant(switches, fusion):
     grm, pgm, orm = (s == "T" for s in switches)
-    tnet, net, variables = pair(seed=10, use_grm=grm, use_pgm=pgm, use_orm=orm)
+    tnet, net, variables = pair(seed=10, use_grm=grm, use_pgm=pgm, use_orm=orm, local_fusion=fusion)
     frames, masks, valid = clip_inputs()
     labels = labels_of(masks)
     tf, tm, tv = map(torch.from_numpy, (frames, masks, valid))

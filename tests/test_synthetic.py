@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lcm_jax.input_pipeline import synthetic, testing, video_io
+from lcm_jax.input_pipeline import lookalikes, synthetic, testing, video_io
 from lcm_jax.input_pipeline.synthetic import OBJECT_COLOURS, Difficulty
 
 
@@ -123,3 +123,69 @@ def test_bad_generator_arguments_are_rejected():
         synthetic.generate("/nonexistent", num_videos=1, num_frames=2)
     with pytest.raises(ValueError, match="max_objects"):
         Difficulty(max_objects=6)
+
+
+def _scene(seed=0, num_frames=16, **knobs):
+    config = lookalikes.SceneConfig(**knobs)
+    rng = np.random.default_rng(seed)
+    return lookalikes.render_scene(rng, num_frames=num_frames, size=96, config=config)
+
+
+def test_lookalikes_are_copies_of_the_target_and_the_control_differs_only_in_their_colour():
+    scene = _scene(num_frames=40)  # long enough for look-alike 1 to move off the target
+    frames, control, labels, others = (
+        scene[k] for k in ("lookalike", "control", "labels", "others")
+    )
+    target = ndimage.binary_erosion(labels == 1, iterations=1, axes=(1, 2))
+    copies = ndimage.binary_erosion(others > 0, iterations=1, axes=(1, 2))
+    target_rgb = frames[target].astype(np.float64).mean(0)
+    assert _cosine(frames[copies].astype(np.float64).mean(0), target_rgb) > 0.995
+    assert _cosine(control[copies].astype(np.float64).mean(0), target_rgb) < 0.9
+    # The target's pixels and everything outside the look-alikes are the same in both kinds.
+    outside = others == 0
+    assert (frames[outside] == control[outside]).all()
+    # Same size: a look-alike alone (no overlap) covers the target's area, within 10%.
+    alone = [
+        t for t in range(len(labels))
+        if not ndimage.binary_dilation(labels[t] == 1, iterations=2)[others[t] == 1].any()
+    ]  # fmt: skip
+    assert alone
+    for t in alone:
+        if (labels[t] == 1).sum() > 0.9 * np.median((labels == 1).sum((1, 2))):
+            assert (others[t] == 1).sum() == pytest.approx((labels[t] == 1).sum(), rel=0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lookalikes_cross_the_target_once_in_front_and_once_behind(seed):
+    scene = _scene(seed, miss=0.0, lookalike_wobble=0.0)
+    labels, others, centres = scene["labels"], scene["others"], scene["centres"]
+    area = lambda m: m.sum(axis=(1, 2))  # noqa: E731
+    distance = np.linalg.norm(centres[1:] - centres[:1], axis=-1)  # [L, T]
+    target, front, back = area(labels == 1), area(others == 1), area(others == 2)
+    # Far from the target somewhere, then through its centre (within a few pixels).
+    assert (distance.max(1) > 15).all() and (distance.min(1) < 3).all()
+    t_front, t_back = distance.argmin(1)
+    assert target[t_front] < 0.3 * np.median(target)  # look-alike 1 hides the target
+    assert front[t_front] > 0.8 * np.median(front)
+    assert back[t_back] < 0.3 * np.median(back)  # the target hides look-alike 2
+
+
+def test_scene_set_has_twin_held_out_splits_and_a_mixed_training_split(tmp_path):
+    davis = lookalikes.write_scene_set(
+        tmp_path, num_train=4, num_val=2, num_test=3, num_frames=5, size=48, progress=False
+    )
+    split = lambda name: video_io.davis_sequences(davis, name)  # noqa: E731
+    assert split("train") == [
+        "train_lookalike_0000", "train_lookalike_0001", "train_control_0002", "train_control_0003"
+    ]  # fmt: skip
+    assert split("val") == [f"val_{k}_{i:04d}" for i in range(2) for k in lookalikes.KINDS]
+    for name, count in (("val", 2), ("test", 3)):
+        for kind in lookalikes.KINDS:
+            assert split(f"{name}_{kind}") == [f"{name}_{kind}_{i:04d}" for i in range(count)]
+    for i in range(3):  # twins: the same target masks and look-alike places
+        a, b = (f"test_{kind}_{i:04d}" for kind in lookalikes.KINDS)
+        masks = [video_io.davis_video(davis, s)[1] for s in (a, b)]
+        for pa, pb in zip(*masks, strict=True):
+            assert (video_io.read_label_png(pa) == video_io.read_label_png(pb)).all()
+        assert (lookalikes.read_others(davis, a) == lookalikes.read_others(davis, b)).all()
+        assert lookalikes.read_others(davis, a).shape == (5, 48, 48)

@@ -411,6 +411,7 @@ class LCMTorch(nn.Module):
         pgm_top_k: int = 8,
         position_map_scale: str = "n",
         mask_pooling: str = "area",
+        local_fusion: str = "replace",
         orm_shared_g: bool = False,
         orm_reduction: int = 16,
         max_objects: int = 3,
@@ -424,12 +425,15 @@ class LCMTorch(nn.Module):
             raise ValueError(f"position_map_scale must be 'n' or 'none': {position_map_scale!r}")
         if mask_pooling not in ("area", "max"):
             raise ValueError(f"mask_pooling must be 'area' or 'max', got {mask_pooling!r}")
+        if local_fusion not in ("replace", "residual"):
+            raise ValueError(f"local_fusion must be 'replace' or 'residual': {local_fusion!r}")
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
         self.frozen_bn = frozen_bn
         self.use_grm, self.use_pgm, self.use_orm = use_grm, use_pgm, use_orm
         self.scale_keys, self.grm_chunk_size = scale_keys, grm_chunk_size
         self.mask_pooling, self.max_objects, self.dtype = mask_pooling, max_objects, dtype
+        self.local_fusion = local_fusion
         self.key_dim = _channels(128, width)
         self.value_dim = _channels(512, width)
         self.query_encoder = Encoder(backbone, width, memory=False)
@@ -512,8 +516,11 @@ class LCMTorch(nn.Module):
                 pool_mask(reference.mask, self.mask_pooling),
             )
             y_local = y_orm if y_local is None else y_local + y_orm
+        stm_input = v_q[:, None].expand(b, o, n, cv)
         if y_local is None:
-            y_local = v_q[:, None].expand(b, o, n, cv)
+            y_local = stm_input
+        elif self.local_fusion == "residual":
+            y_local = y_local + stm_input
         x = torch.cat([y_grm, y_local], dim=-1).reshape(b * o, h, w, 2 * cv)
         rep = lambda r: _nchw(r)[:, None].expand(b, o, *_nchw(r).shape[1:]).flatten(0, 1)
         logits = self.decoder(_nchw(x), rep(q.r3), rep(q.r2))

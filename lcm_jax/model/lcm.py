@@ -10,7 +10,8 @@ Three entry points, reused by training and inference (call them with `model.appl
       y_grm   = GRM(k_g^Q, memory pool)                          eqs. 1-2
       y_local = PGM(k_l^Q, prev) + ORM(v^Q, reference)           eqs. 3-6 and 7-11
       logits  = soft_aggregate(Decoder(concat(y_grm, y_local), res3, res2))
-  With PGM and ORM off, y_local = v^Q (STM); with GRM off, y_grm = 0 (Table 4).
+  With PGM and ORM off, y_local = v^Q (STM); with GRM off, y_grm = 0 (Table 4). With
+  `local_fusion="residual"` (spec [choice]), y_local = v^Q + PGM(...) + ORM(...).
 * `__call__(frames, masks, valid)`: a training clip of section 3.5: frame 0 and its ground truth
   go to memory, frame 1 is predicted, its soft mask is encoded into memory, frame 2 is predicted.
 
@@ -124,6 +125,7 @@ class LCM(nn.Module):
     pgm_top_k: int = 8
     position_map_scale: str = "n"
     mask_pooling: str = "area"
+    local_fusion: str = "replace"
     orm_shared_g: bool = False
     orm_reduction: int = 16
     max_objects: int = 3
@@ -143,6 +145,7 @@ class LCM(nn.Module):
             "backbone": (self.backbone, tuple(RESNET_LAYERS)),
             "position_map_scale": (self.position_map_scale, ("n", "none")),
             "mask_pooling": (self.mask_pooling, ("area", "max")),
+            "local_fusion": (self.local_fusion, ("replace", "residual")),
             "dtype": (self.dtype, ("float32", "bfloat16", "float16")),
             "attention_dtype": (self.attention_dtype, ("float32", "compute")),
         }
@@ -270,6 +273,8 @@ class LCM(nn.Module):
         if self.use_orm:
             w_ref = pool_to_grid(_flat(reference.mask), self.mask_pooling)
             local.append(self.orm(v_q, _flat(reference.v), w_ref))
+        if self.local_fusion == "residual":
+            local.append(v_q)
         y_local = sum(local) if local else v_q
         x = jnp.concatenate([y_grm.astype(v_q.dtype), y_local], axis=-1)
         logits = self.decoder(x, q.r3, q.r2)  # the skips once per frame, shared by its objects
