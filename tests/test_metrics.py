@@ -1,10 +1,12 @@
-"""J and F against hand-computed cases and a per-pixel loop (the DAVIS 2017 toolkit's rules)."""
+"""J and F against hand-computed cases, a per-pixel loop and, at 480p, an independent reference
+written from the DAVIS 2017 toolkit's definition (its rules, formulas and disk footprint)."""
 
 import csv
 import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import davis, report
@@ -130,6 +132,86 @@ def test_vectorised_f_equals_a_per_pixel_loop_on_random_masks(bound_th):
     np.testing.assert_allclose(davis.boundary_f(gt, pred, bound_th), expected, rtol=0, atol=1e-12)
     for g in gt:
         np.testing.assert_array_equal(davis.seg2bmap(g), loop_boundary(g))
+
+
+def star(h, w, cy, cx, radius, harmonics):
+    """Bool [h, w]: the star-shaped blob rho <= radius * (1 + sum a cos(k theta + phi))."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    theta = np.arctan2(yy - cy, xx - cx)
+    r = radius * (1 + sum(a * np.cos(k * theta + phi) for k, a, phi in harmonics))
+    return np.hypot(yy - cy, xx - cx) <= r
+
+
+def toolkit_scores(gt, pred, bound_th=0.008):
+    """J and F of one mask pair from the toolkit's definition, written out independently of
+    davis.py: seg2bmap by padding, the disk skimage.morphology.disk(r) builds, SciPy's
+    binary dilation by that footprint (cv2.dilate's pixel set), the toolkit's formulas."""
+
+    def bmap(seg):
+        pad = np.pad(seg, ((0, 1), (0, 1)))  # beyond the image: background
+        e, s, se = pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:]
+        b = (seg != e) | (seg != s) | (seg != se)
+        b[-1, :] = seg[-1, :] != e[-1, :]  # last row: the east neighbour only
+        b[:, -1] = seg[:, -1] != s[:, -1]  # last column: the south neighbour only
+        b[-1, -1] = False
+        return b
+
+    union = np.sum(gt | pred)
+    j = 1.0 if union == 0 else np.sum(gt & pred) / union
+    r = math.ceil(bound_th * np.linalg.norm(gt.shape))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = yy**2 + xx**2 <= r**2
+    fg, bg = bmap(pred), bmap(gt)
+    n_fg, n_gt = np.sum(fg), np.sum(bg)
+    if n_fg == 0 and n_gt > 0:
+        precision, recall = 1, 0
+    elif n_fg > 0 and n_gt == 0:
+        precision, recall = 0, 1
+    elif n_fg == 0 and n_gt == 0:
+        precision, recall = 1, 1
+    else:
+        precision = np.sum(fg & ndimage.binary_dilation(bg, disk)) / float(n_fg)
+        recall = np.sum(bg & ndimage.binary_dilation(fg, disk)) / float(n_gt)
+    f = 0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return j, f
+
+
+def test_480p_frames_score_bit_for_bit_as_the_toolkits_definition():
+    # Two evaluated 480x854 frames, three objects: a large blob, a blob cut by the image's
+    # bottom-right corner (the last-row and last-column rule), a small one predicted with a
+    # far-away false blob, then lost on the second frame (P = 1, R = 0).
+    h, w = 480, 854
+    gt = np.zeros((4, h, w), np.uint8)
+    pred = np.zeros_like(gt)
+    shapes = [(2, 0.2, 0.3), (3, 0.1, 1.0), (5, 0.05, 2.0)]
+    for t in range(4):
+        jitter = [(k, a * (1 + 0.3 * t), phi + 0.2 * t) for k, a, phi in shapes]
+        gt[t][star(h, w, 200 + 5 * t, 300, 120, shapes)] = 1
+        pred[t][star(h, w, 203 + 5 * t, 296, 116, jitter)] = 1
+        gt[t][star(h, w, 470, 840, 60 + t, shapes[:2])] = 2
+        pred[t][star(h, w, 464, 836, 66, jitter[:2])] = 2
+        gt[t][star(h, w, 100, 650, 30, shapes[1:])] = 3
+        if t != 2:
+            pred[t][star(h, w, 102, 652, 28, jitter[1:]) | star(h, w, 420, 60, 9, [])] = 3
+    j, f = davis.evaluate_sequence(gt, pred)
+    expected = np.array(
+        [[toolkit_scores(gt[t] == k, pred[t] == k) for t in (1, 2)] for k in (1, 2, 3)]
+    )  # [object, frame, (J, F)]
+    np.testing.assert_array_equal(j, expected[..., 0])  # the same IEEE doubles
+    np.testing.assert_array_equal(f, expected[..., 1])
+    assert j[2, 1] == 0.0 and f[2, 1] == 0.0  # the lost object
+    assert (0.3 < f[:2]).all() and (f[:2] < 1).all()  # real mismatches, not trivial cases
+
+
+def test_disk_dilation_sets_the_pixels_of_a_dilation_by_the_disk_footprint():
+    rng = np.random.default_rng(1)
+    bmaps = rng.random((2, 30, 45)) < 0.02
+    bmaps[1, 0, 0] = bmaps[1, -1, -1] = True  # at the image's corners
+    for r in (0, 1, 3, 8, 35):  # 35: more than the height
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        disk = yy**2 + xx**2 <= r**2
+        expected = [ndimage.binary_dilation(b, disk) for b in bmaps]
+        np.testing.assert_array_equal(davis.dilate_disk(bmaps, r), expected)
 
 
 def test_decay_bins_for_ten_frames_are_the_toolkits():
