@@ -3,6 +3,7 @@ written from the DAVIS 2017 toolkit's definition (its rules, formulas and disk f
 
 import csv
 import math
+import os
 
 import numpy as np
 import pytest
@@ -296,3 +297,41 @@ def test_missing_result_png_is_an_error_naming_the_file(tmp_path):
     video_io.write_label_png(tmp_path / "res" / "s" / "00000.png", labels[0])
     with pytest.raises(video_io.DatasetError, match=r"res/s/00001\.png"):
         report.evaluate_davis(tmp_path / "davis", tmp_path / "res", ["s"])
+
+
+def test_sequences_scored_in_two_processes_equal_those_scored_here_in_order(tmp_path):
+    # Four sequences of different lengths (the longest go first to the processes), one of
+    # them missing a result: each process's values, in the listed order, with the error in
+    # its place.
+    rng = np.random.default_rng(2)
+    davis_root, results = tmp_path / "davis", tmp_path / "res"
+    listed = []
+    for n, seq in zip((3, 7, 4, 6), "abcd", strict=True):
+        labels = np.zeros((n, 24, 32), np.uint8)
+        for t in range(n):
+            y, x = rng.integers(2, 12, 2)
+            labels[t, y : y + 10, x : x + 14] = 1
+            labels[t, y + 3 : y + 8, x + 4 : x + 20] = 2
+        pred = np.roll(labels, rng.integers(-2, 3, 2), axis=(1, 2))
+        for t in range(n):
+            video_io.write_label_png(davis_root / seq / f"{t:05d}.png", labels[t])
+            if not (seq == "b" and t == 5):
+                video_io.write_label_png(results / seq / f"{t:05d}.png", pred[t])
+        listed.append((seq, sorted((davis_root / seq).glob("*.png"))))
+    here = report.score_sequences(results, listed, workers=1)
+    there = report.score_sequences(results, listed, workers=2)
+    assert isinstance(here[1], video_io.DatasetError) and "b/00005.png" in str(here[1])
+    assert type(there[1]) is video_io.DatasetError and str(there[1]) == str(here[1])
+    del here[1], there[1]
+    assert there == here  # the same floats (dataclass equality), in the same order
+    assert [o.name for s in here for o in s] == ["a_1", "a_2", "c_1", "c_2", "d_1", "d_2"]
+    assert 0 < here[1][0].j[0] < 1  # real scores, not the trivial cases
+
+
+def test_default_workers_are_capped_by_cpus_sequences_and_frames():
+    cpus = len(os.sched_getaffinity(0))
+    assert report.default_workers(frames=2010, sequences=30) == min(cpus, 21)
+    assert report.default_workers(frames=60, sequences=30) == 1  # a process would not pay
+    assert report.default_workers(frames=5000, sequences=1) == 1
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        report.score_sequences("res", [("a", [])], workers=0)
