@@ -329,7 +329,7 @@ def test_sequences_scored_in_two_processes_equal_those_scored_here_in_order(tmp_
 
 
 def test_default_workers_are_capped_by_cpus_sequences_and_frames():
-    cpus = len(os.sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert report.default_workers(frames=2010, sequences=30) == min(cpus, 21)
     assert report.default_workers(frames=60, sequences=30) == 1  # a process would not pay
     assert report.default_workers(frames=5000, sequences=1) == 1
