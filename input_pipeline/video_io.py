@@ -166,9 +166,13 @@ def davis_video(
     frames = _sorted_files(frames_dir, ".jpg")
     if not frames:
         raise DatasetError(f"DAVIS frame folder {os.fspath(frames_dir)!r} has no .jpg frame")
+    return frames, davis_annotations(root, seq, resolution)
+
+
+def davis_annotations(root: str | os.PathLike, seq: str, resolution: str = "480p") -> list[Path]:
+    """Sorted annotation paths of one DAVIS sequence (none when it has no annotation folder)."""
     annotations_dir = Path(root) / "Annotations" / resolution / seq
-    annotations = _sorted_files(annotations_dir, ".png") if annotations_dir.is_dir() else []
-    return frames, annotations
+    return _sorted_files(annotations_dir, ".png") if annotations_dir.is_dir() else []
 
 
 def youtube_meta(root: str | os.PathLike, split: str) -> dict:

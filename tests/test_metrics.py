@@ -1,10 +1,13 @@
-"""J and F against hand-computed cases and a per-pixel loop (the DAVIS 2017 toolkit's rules)."""
+"""J and F against hand-computed cases, a per-pixel loop and, at 480p, an independent reference
+written from the DAVIS 2017 toolkit's definition (its rules, formulas and disk footprint)."""
 
 import csv
 import math
+import os
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import davis, report
@@ -132,6 +135,86 @@ def test_vectorised_f_equals_a_per_pixel_loop_on_random_masks(bound_th):
         np.testing.assert_array_equal(davis.seg2bmap(g), loop_boundary(g))
 
 
+def star(h, w, cy, cx, radius, harmonics):
+    """Bool [h, w]: the star-shaped blob rho <= radius * (1 + sum a cos(k theta + phi))."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    theta = np.arctan2(yy - cy, xx - cx)
+    r = radius * (1 + sum(a * np.cos(k * theta + phi) for k, a, phi in harmonics))
+    return np.hypot(yy - cy, xx - cx) <= r
+
+
+def toolkit_scores(gt, pred, bound_th=0.008):
+    """J and F of one mask pair from the toolkit's definition, written out independently of
+    davis.py: seg2bmap by padding, the disk skimage.morphology.disk(r) builds, SciPy's
+    binary dilation by that footprint (cv2.dilate's pixel set), the toolkit's formulas."""
+
+    def bmap(seg):
+        pad = np.pad(seg, ((0, 1), (0, 1)))  # beyond the image: background
+        e, s, se = pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:]
+        b = (seg != e) | (seg != s) | (seg != se)
+        b[-1, :] = seg[-1, :] != e[-1, :]  # last row: the east neighbour only
+        b[:, -1] = seg[:, -1] != s[:, -1]  # last column: the south neighbour only
+        b[-1, -1] = False
+        return b
+
+    union = np.sum(gt | pred)
+    j = 1.0 if union == 0 else np.sum(gt & pred) / union
+    r = math.ceil(bound_th * np.linalg.norm(gt.shape))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = yy**2 + xx**2 <= r**2
+    fg, bg = bmap(pred), bmap(gt)
+    n_fg, n_gt = np.sum(fg), np.sum(bg)
+    if n_fg == 0 and n_gt > 0:
+        precision, recall = 1, 0
+    elif n_fg > 0 and n_gt == 0:
+        precision, recall = 0, 1
+    elif n_fg == 0 and n_gt == 0:
+        precision, recall = 1, 1
+    else:
+        precision = np.sum(fg & ndimage.binary_dilation(bg, disk)) / float(n_fg)
+        recall = np.sum(bg & ndimage.binary_dilation(fg, disk)) / float(n_gt)
+    f = 0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return j, f
+
+
+def test_480p_frames_score_bit_for_bit_as_the_toolkits_definition():
+    # Two evaluated 480x854 frames, three objects: a large blob, a blob cut by the image's
+    # bottom-right corner (the last-row and last-column rule), a small one predicted with a
+    # far-away false blob, then lost on the second frame (P = 1, R = 0).
+    h, w = 480, 854
+    gt = np.zeros((4, h, w), np.uint8)
+    pred = np.zeros_like(gt)
+    shapes = [(2, 0.2, 0.3), (3, 0.1, 1.0), (5, 0.05, 2.0)]
+    for t in range(4):
+        jitter = [(k, a * (1 + 0.3 * t), phi + 0.2 * t) for k, a, phi in shapes]
+        gt[t][star(h, w, 200 + 5 * t, 300, 120, shapes)] = 1
+        pred[t][star(h, w, 203 + 5 * t, 296, 116, jitter)] = 1
+        gt[t][star(h, w, 470, 840, 60 + t, shapes[:2])] = 2
+        pred[t][star(h, w, 464, 836, 66, jitter[:2])] = 2
+        gt[t][star(h, w, 100, 650, 30, shapes[1:])] = 3
+        if t != 2:
+            pred[t][star(h, w, 102, 652, 28, jitter[1:]) | star(h, w, 420, 60, 9, [])] = 3
+    j, f = davis.evaluate_sequence(gt, pred)
+    expected = np.array(
+        [[toolkit_scores(gt[t] == k, pred[t] == k) for t in (1, 2)] for k in (1, 2, 3)]
+    )  # [object, frame, (J, F)]
+    np.testing.assert_array_equal(j, expected[..., 0])  # the same IEEE doubles
+    np.testing.assert_array_equal(f, expected[..., 1])
+    assert j[2, 1] == 0.0 and f[2, 1] == 0.0  # the lost object
+    assert (0.3 < f[:2]).all() and (f[:2] < 1).all()  # real mismatches, not trivial cases
+
+
+def test_disk_dilation_sets_the_pixels_of_a_dilation_by_the_disk_footprint():
+    rng = np.random.default_rng(1)
+    bmaps = rng.random((2, 30, 45)) < 0.02
+    bmaps[1, 0, 0] = bmaps[1, -1, -1] = True  # at the image's corners
+    for r in (0, 1, 3, 8, 35):  # 35: more than the height
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        disk = yy**2 + xx**2 <= r**2
+        expected = [ndimage.binary_dilation(b, disk) for b in bmaps]
+        np.testing.assert_array_equal(davis.dilate_disk(bmaps, r), expected)
+
+
 def test_decay_bins_for_ten_frames_are_the_toolkits():
     # ids = round(linspace(1, 10, 5) + 1e-10) - 1 = [0, 2, 5, 7, 9]
     assert davis.decay_bins(10) == [slice(0, 3), slice(2, 6), slice(5, 8), slice(7, 10)]
@@ -214,3 +297,41 @@ def test_missing_result_png_is_an_error_naming_the_file(tmp_path):
     video_io.write_label_png(tmp_path / "res" / "s" / "00000.png", labels[0])
     with pytest.raises(video_io.DatasetError, match=r"res/s/00001\.png"):
         report.evaluate_davis(tmp_path / "davis", tmp_path / "res", ["s"])
+
+
+def test_sequences_scored_in_two_processes_equal_those_scored_here_in_order(tmp_path):
+    # Four sequences of different lengths (the longest go first to the processes), one of
+    # them missing a result: each process's values, in the listed order, with the error in
+    # its place.
+    rng = np.random.default_rng(2)
+    davis_root, results = tmp_path / "davis", tmp_path / "res"
+    listed = []
+    for n, seq in zip((3, 7, 4, 6), "abcd", strict=True):
+        labels = np.zeros((n, 24, 32), np.uint8)
+        for t in range(n):
+            y, x = rng.integers(2, 12, 2)
+            labels[t, y : y + 10, x : x + 14] = 1
+            labels[t, y + 3 : y + 8, x + 4 : x + 20] = 2
+        pred = np.roll(labels, rng.integers(-2, 3, 2), axis=(1, 2))
+        for t in range(n):
+            video_io.write_label_png(davis_root / seq / f"{t:05d}.png", labels[t])
+            if not (seq == "b" and t == 5):
+                video_io.write_label_png(results / seq / f"{t:05d}.png", pred[t])
+        listed.append((seq, sorted((davis_root / seq).glob("*.png"))))
+    here = report.score_sequences(results, listed, workers=1)
+    there = report.score_sequences(results, listed, workers=2)
+    assert isinstance(here[1], video_io.DatasetError) and "b/00005.png" in str(here[1])
+    assert type(there[1]) is video_io.DatasetError and str(there[1]) == str(here[1])
+    del here[1], there[1]
+    assert there == here  # the same floats (dataclass equality), in the same order
+    assert [o.name for s in here for o in s] == ["a_1", "a_2", "c_1", "c_2", "d_1", "d_2"]
+    assert 0 < here[1][0].j[0] < 1  # real scores, not the trivial cases
+
+
+def test_default_workers_are_capped_by_cpus_sequences_and_frames():
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert report.default_workers(frames=2010, sequences=30) == min(cpus, 21)
+    assert report.default_workers(frames=60, sequences=30) == 1  # a process would not pay
+    assert report.default_workers(frames=5000, sequences=1) == 1
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        report.score_sequences("res", [("a", [])], workers=0)

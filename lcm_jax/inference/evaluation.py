@@ -75,16 +75,16 @@ def run_videos(
 
 
 def _score_davis(split: Split, out: Path, failed: Collection[str]):
-    """J&F of the fully annotated sequences that did not fail, and the toolkit's CSVs."""
+    """J&F of the fully annotated sequences that did not fail (scored in parallel processes),
+    and the toolkit's CSVs."""
+    scored = [v for v in split.videos if v.name not in failed and v.fully_annotated]
     objects, failures = [], []
-    for listed in split.videos:
-        if listed.name in failed or not listed.fully_annotated:
-            continue
-        try:
-            gt, pred = report.read_sequence(out, listed.name, listed.annotations)
-            objects.extend(report.score_sequence(listed.name, gt, pred))
-        except ValueError as e:  # DatasetError, or too few annotated frames
-            failures.append((listed.name, f"{type(e).__name__}: {e}"))
+    results = report.score_sequences(out, [(v.name, v.annotations) for v in scored])
+    for listed, result in zip(scored, results, strict=True):
+        if isinstance(result, ValueError):  # DatasetError, or too few annotated frames
+            failures.append((listed.name, f"{type(result).__name__}: {result}"))
+        else:
+            objects.extend(result)
     if not objects:
         return None, (), failures
     scores = report.DavisResults(tuple(objects))

@@ -8,7 +8,13 @@ from lcm_jax.metrics.davis import (
     seg2bmap,
     statistics,
 )
-from lcm_jax.metrics.report import DavisResults, ObjectScores, evaluate_davis, write_csvs
+from lcm_jax.metrics.report import (
+    DavisResults,
+    ObjectScores,
+    evaluate_davis,
+    score_sequences,
+    write_csvs,
+)
 
 __all__ = [
     "DavisResults",
@@ -18,6 +24,7 @@ __all__ = [
     "evaluate_davis",
     "evaluate_sequence",
     "jaccard",
+    "score_sequences",
     "seg2bmap",
     "statistics",
     "write_csvs",

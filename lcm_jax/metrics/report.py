@@ -2,8 +2,8 @@
 
 Reads the ground truth from `<root>/Annotations/<res>/<seq>/*.png` (every annotated frame)
 and the results from `<results>/<seq>/<frame>.png` (indexed PNGs, the DAVIS results layout),
-scores each object with `davis.evaluate_sequence`, and writes, like the toolkit's
-`evaluation_method.py`:
+scores each object with `davis.evaluate_sequence` (sequences in parallel processes,
+`score_sequences`), and writes, like the toolkit's `evaluation_method.py`:
 
 - `global_results-<set>.csv`: one row, columns
   `J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay` (means over all objects);
@@ -15,7 +15,10 @@ values with 3 decimals (pandas' `float_format="%.3f"`, NaN as an empty field).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import math
+import multiprocessing
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +31,9 @@ from lcm_jax.metrics import davis
 
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
+# Starting a scoring process (forkserver, then NumPy, Pillow and this module imported) costs
+# about as much as scoring this many 480p frames: fewer frames a process and it does not pay.
+FRAMES_PER_PROCESS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,18 +98,79 @@ def read_sequence(
     return np.stack(gt), np.stack(pred)
 
 
+def score_files(
+    results_dir: str | os.PathLike, seq: str, annotation_paths: Sequence[Path]
+) -> list[ObjectScores] | ValueError:
+    """One sequence read (`read_sequence`) and scored (`score_sequence`), or the ValueError that
+    stopped it: a missing, unreadable or mis-sized PNG, too few frames, a label too high."""
+    try:
+        return score_sequence(seq, *read_sequence(results_dir, seq, annotation_paths))
+    except ValueError as e:  # DatasetError is one
+        return e
+
+
+def default_workers(frames: int, sequences: int) -> int:
+    """Scoring processes for `sequences` sequences of `frames` annotated frames in all: one per
+    CPU this process may use, at most one per sequence and per `FRAMES_PER_PROCESS` frames."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, sequences, math.ceil(frames / FRAMES_PER_PROCESS)))
+
+
+def score_sequences(
+    results_dir: str | os.PathLike,
+    sequences: Sequence[tuple[str, Sequence[Path]]],
+    workers: int | None = None,
+) -> list[list[ObjectScores] | ValueError]:
+    """Scores `(name, annotation paths)` sequences of a results folder (`score_files`), in order.
+
+    Args:
+      results_dir: the DAVIS results folder, `<results_dir>/<seq>/<frame>.png`.
+      sequences: each sequence's name and the paths of its annotated frames.
+      workers: processes scoring sequences at the same time, the longest sequences first; 1
+        scores here, without a process; None: `default_workers`. The values do not depend on it.
+
+    Returns:
+      Per sequence, its objects' scores or the ValueError that stopped it.
+    """
+    if workers is None:
+        workers = default_workers(sum(len(paths) for _, paths in sequences), len(sequences))
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1 or len(sequences) <= 1:
+        return [score_files(results_dir, seq, paths) for seq, paths in sequences]
+    # forkserver: safe beside JAX's threads (fork is not); the workers import only NumPy,
+    # Pillow and lcm_jax.metrics.
+    context = multiprocessing.get_context("forkserver")
+    longest_first = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][1]))
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {i: pool.submit(score_files, results_dir, *sequences[i]) for i in longest_first}
+        try:
+            return [futures[i].result() for i in range(len(sequences))]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
 def evaluate_davis(
     davis_root: str | os.PathLike,
     results_dir: str | os.PathLike,
     sequences: Sequence[str],
     resolution: str = "480p",
+    workers: int | None = None,
 ) -> DavisResults:
     """Semi-supervised J&F of `sequences` (in order) of a DAVIS results folder against the
-    annotations of the DAVIS folder `davis_root`."""
+    annotations of the DAVIS folder `davis_root`; `workers` as `score_sequences`'s.
+
+    Raises:
+        video_io.DatasetError: a missing or unreadable annotation or result (the first
+          sequence's, in order); ValueError: a sequence that cannot be scored.
+    """
+    listed = [(seq, video_io.davis_annotations(davis_root, seq, resolution)) for seq in sequences]
     objects: list[ObjectScores] = []
-    for seq in sequences:
-        annotations = video_io.davis_video(davis_root, seq, resolution)[1]
-        objects.extend(score_sequence(seq, *read_sequence(results_dir, seq, annotations)))
+    for scores in score_sequences(results_dir, listed, workers):
+        if isinstance(scores, ValueError):
+            raise scores
+        objects.extend(scores)
     return DavisResults(tuple(objects))
 
 
