@@ -60,7 +60,9 @@ class ExportedModel:
             raise ExportError(f"{os.fspath(path)}: not an lcm-jax exported step ({e})") from e
         if meta.get("format") != FORMAT:
             raise ExportError(f"{os.fspath(path)}: format {meta.get('format')!r}, need {FORMAT!r}")
-        backend = jax.default_backend()
+        # JAX's name of this platform as exports use it: "cuda" or "rocm" where
+        # jax.default_backend() says "gpu"
+        backend = jax.export.default_export_platform()
         if backend not in meta["platforms"]:
             raise ExportError(
                 f"{os.fspath(path)} was exported for {', '.join(meta['platforms'])}; this "
