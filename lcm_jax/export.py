@@ -1,12 +1,15 @@
 """The engine's step as a file that runs without this repository's model code (`jax.export`).
 
-    python -m lcm_jax.export --checkpoint WORKDIR --height 480 --width 854 --objects 2 \\
-        --out model.jax [--platforms cpu,cuda,tpu] [--max_memory_frames 10]
+    python -m lcm_jax.export --checkpoint demo_out/train/lcm/sequence --height 480 --width 854 \\
+        --objects 2 --out model.jax --platforms cpu,cuda,tpu
 
 writes one file holding the step of `lcm_jax.inference.engine` (frame -> labels, memory in and
-out) serialised as StableHLO for the named platforms, the model's variables as separate arrays
-(not baked into the program, so the weights are uploaded once and the program stays small), the
-empty memory and the sizes it was made for. Serve it with only jax and numpy installed:
+out) serialised as StableHLO for the named platforms (default: cpu), the model's variables as
+separate arrays (not baked into the program, so the weights are uploaded once and the program
+stays small), the empty memory of `--max_memory_frames` slots (default 10) and the sizes it was
+made for. --checkpoint is a training workdir or a `save_variables` directory (its stored model
+config; `--model paper|tiny` for one that stores none).
+Serve it with only jax and numpy installed:
 
     from lcm_jax import export
     model = export.load("model.jax")            # checks the platform
@@ -60,7 +63,9 @@ class ExportedModel:
             raise ExportError(f"{os.fspath(path)}: not an lcm-jax exported step ({e})") from e
         if meta.get("format") != FORMAT:
             raise ExportError(f"{os.fspath(path)}: format {meta.get('format')!r}, need {FORMAT!r}")
-        backend = jax.default_backend()
+        # JAX's name of this platform as exports use it: "cuda" or "rocm" where
+        # jax.default_backend() says "gpu"
+        backend = jax.export.default_export_platform()
         if backend not in meta["platforms"]:
             raise ExportError(
                 f"{os.fspath(path)} was exported for {', '.join(meta['platforms'])}; this "

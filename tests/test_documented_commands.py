@@ -1,7 +1,9 @@
-"""The segment, evaluate and convert commands of the README and of the CLIs' docstrings run as
-written, in a folder laid out as they assume (after `make demo`, with the weights they name)."""
+"""The segment, evaluate, convert and export commands of the README and of the CLIs' docstrings
+run as written, in a folder laid out as they assume (after `make demo`, with the weights they
+name); so do the Python snippets of the README's section on the Predictor and on serving."""
 
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -14,20 +16,33 @@ import torch
 from test_convert import stm_release
 from test_inference_support import synthetic_video, tiny_model
 
-from lcm_jax import checkpoints, convert, evaluate, segment
+from lcm_jax import checkpoints, convert, evaluate, export, segment
 from lcm_jax.configs import model as model_configs
 from lcm_jax.input_pipeline import synthetic, video_io
 from lcm_jax.interop import torch_lcm as tl
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = re.compile(r"^ *(python -m lcm_jax\.(?:segment|evaluate|convert) (?:.*\\\n)*.*)$", re.M)
+EXPORT_COMMAND = re.compile(r"^ *(python -m lcm_jax\.export (?:.*\\\n)*.*)$", re.M)
+SERVING = "Interactive segmentation and serving"  # the README section of the snippets
+BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```$", re.M | re.S)
 
 
 def documented_commands() -> list[str]:
     """Each distinct command, continuation lines joined, in the order the texts give them."""
     texts = [(ROOT / "README.md").read_text()] + [m.__doc__ for m in (segment, evaluate, convert)]
-    found = [re.sub(r"\\\n\s*", "", c) for text in texts for c in COMMAND.findall(text)]
+    return joined(COMMAND, texts)
+
+
+def joined(pattern: re.Pattern, texts: list[str]) -> list[str]:
+    found = [re.sub(r"\\\n\s*", "", c) for text in texts for c in pattern.findall(text)]
     return list(dict.fromkeys(found))
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    return text[start : text.find("\n## ", start + 1)]
 
 
 def training_workdir(path: Path) -> None:
@@ -53,6 +68,22 @@ def paper_weights(folder: Path) -> None:
     torch.save(stm_release(tl.build_torch_model(stm)), folder / "STM_weights.pth")
 
 
+def command_env(folder: Path) -> dict:
+    """The environment of the commands: `python` is this environment's, JAX on the CPU."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
+            "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}  # fmt: skip
+
+
+def run_quietly(argv: list[str], folder: Path, env: dict, what: str) -> None:
+    done = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (what, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and "warning" not in done.stderr.lower(), what
+
+
 def test_the_documented_commands_run_as_written(tmp_path):
     commands = documented_commands()
     # segment (from the first frame, from frame 3), evaluate (DAVIS, YouTube-VOS), convert x3
@@ -66,20 +97,9 @@ def test_the_documented_commands_run_as_written(tmp_path):
     video_io.write_label_png(tmp_path / "first.png", labels[0])
     video_io.write_label_png(tmp_path / "frame3.png", labels[3])
     paper_weights(tmp_path)
-    bin_dir = tmp_path / "bin"  # `python` is this environment's
-    bin_dir.mkdir()
-    (bin_dir / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
-    (bin_dir / "python").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
-           "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}  # fmt: skip
-
+    env = command_env(tmp_path)
     for command in commands:
-        done = subprocess.run(
-            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-            timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, (command, done.stderr[-3000:])
-        assert "Traceback" not in done.stderr and "warning" not in done.stderr.lower(), command
+        run_quietly(["bash", "-c", command], tmp_path, env, command)
 
     assert len(list((tmp_path / "out" / "my_video").glob("*.png"))) == 6
     assert (tmp_path / "out" / "my_video" / "overlay.mp4").is_file()
@@ -94,3 +114,73 @@ def test_the_documented_commands_run_as_written(tmp_path):
     state_dict = torch.load(tmp_path / "stm.pth", weights_only=True)
     assert "decoder.pred2.bias" in state_dict
     assert not any(k.startswith(("pgm.", "orm.")) for k in state_dict)
+
+
+# what a snippet leaves behind, into the file its argv names (`state` is the Predictor's)
+KEEP = """
+import pickle as _pickle
+import sys as _sys
+_kept = {_k: _v for _k, _v in dict(globals()).items() if _k in ("results", "labels")}
+if "state" in globals():
+    _kept["object_ids"] = state.object_ids
+    _kept["after"] = {_t: _r.labels for _t, _r in state.results.items()}
+with open(_sys.argv[1], "wb") as _f:
+    _pickle.dump(_kept, _f)
+"""
+
+
+def serving_folder(path: Path) -> np.ndarray:
+    """The folder the serving section assumes: the demo's checkpoint, my_video.mp4 (6 frames of
+    854x480 with objects 1 and 2) and the masks first.png, frame3.png and frame4.png of its
+    frames 0, 3 and 4. Returns the video's labels uint8 [6, 480, 854]."""
+    training_workdir(path / "demo_out" / "train" / "lcm" / "sequence")
+    frames, labels = synthetic_video(seed=4, num_frames=6, size=(60, 107))
+    frames, labels = (np.repeat(np.repeat(x, 8, 1), 8, 2)[:, :480, :854] for x in (frames, labels))
+    video_io.spawn_ffmpeg_without_fork()
+    # macro_block_size=1: keep 854 wide (imageio would resize it to a multiple of 16)
+    iio.imwrite(path / "my_video.mp4", frames, fps=6, macro_block_size=1)
+    for name, t in (("first", 0), ("frame3", 3), ("frame4", 4)):
+        video_io.write_label_png(path / f"{name}.png", labels[t])
+    assert all(set(np.unique(labels[t]).tolist()) == {0, 1, 2} for t in (0, 3, 4))
+    return labels
+
+
+def test_the_serving_section_runs_as_written(tmp_path):
+    section = readme_section(SERVING)
+    blocks = BLOCK.findall(section)
+    assert [language for language, _ in blocks] == ["python", "bash", "python"]
+    # the export command the README and the module's docstring show is the one run here
+    (command,) = joined(EXPORT_COMMAND, [section])
+    assert joined(EXPORT_COMMAND, [(ROOT / "README.md").read_text(), export.__doc__]) == [command]
+    labels = serving_folder(tmp_path)
+    env = command_env(tmp_path)
+
+    kept = []
+    for i, (language, text) in enumerate(blocks):
+        if language == "bash":
+            run_quietly(["bash", "-e", "-c", text], tmp_path, env, text)
+        else:
+            out = tmp_path / f"snippet{i}.pkl"
+            argv = [sys.executable, "-c", text + KEEP, str(out)]
+            run_quietly(argv, tmp_path, env, text)
+            kept.append(pickle.loads(out.read_bytes()))
+    interactive, served = kept
+
+    # the Predictor: every frame, the given masks where they were given, object 1 removed
+    results = interactive["results"]
+    assert sorted(results) == list(range(6))
+    for i in (1, 2):
+        np.testing.assert_array_equal(results[3][i], labels[3] == i)
+    np.testing.assert_array_equal(results[4][2], labels[4] == 2)  # the correction
+    assert interactive["object_ids"] == (2,)
+    for t in range(6):
+        np.testing.assert_array_equal(interactive["after"][t], np.where(results[t][2], 2, 0))
+
+    # the exported file: made for what the command says; from first.png, labels of its objects
+    # (that they equal the engine's is tests/test_export.py's)
+    model = export.load(tmp_path / "model.jax")
+    assert (model.meta["height"], model.meta["width"], model.meta["objects"]) == (480, 854, 2)
+    assert model.meta["platforms"] == ["cpu", "cuda", "tpu"]
+    assert len(served["labels"]) == 6
+    np.testing.assert_array_equal(served["labels"][0], labels[0])
+    assert set(np.unique(np.stack(served["labels"])).tolist()) <= {0, 1, 2}

@@ -5,6 +5,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from test_inference_support import synthetic_video, tiny_model
@@ -82,3 +83,22 @@ def test_a_file_for_another_platform_or_no_file_at_all_is_a_clear_error(exported
     with pytest.raises(export.ExportError, match="not an lcm-jax exported step"):
         export.load(tmp_path / "junk.jax")
     assert export.main([*argv, "--out", str(tmp_path / "x.jax"), "--platforms", "gpu"]) == 2
+
+
+def test_a_file_for_cuda_loads_on_a_gpu_where_jax_names_the_backend_gpu(
+    exported, tmp_path, monkeypatch
+):
+    # jax.default_backend() says "gpu" on an NVIDIA GPU; exports and --platforms say "cuda"
+    ckpt, all_platforms = exported
+    cpu_only = tmp_path / "cpu.jax"
+    argv = ["--checkpoint", str(ckpt), "--height", "32", "--width", "32", "--objects", "1"]
+    assert export.main([*argv, "--out", str(cpu_only)]) == 0
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax.export, "default_export_platform", lambda: "cuda")
+    assert export.load(all_platforms).meta["platforms"] == ["cpu", "cuda", "tpu"]
+    with pytest.raises(
+        export.ExportError,
+        match=r"was exported for cpu; this process runs on cuda \(export again with "
+        r"--platforms cuda\)",
+    ):
+        export.load(cpu_only)

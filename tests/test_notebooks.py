@@ -26,6 +26,7 @@ def overrides(name: str, tmp_path: Path) -> str:
         "02_train": "STEPS = 2\nCROP = 64\nSHOW_TENSORBOARD = False\n",
         "03_compare_pytorch": 'MODEL = "tiny"\nHEIGHT, WIDTH = 32, 48\n',
         "04_benchmarks_data": 'MODEL = "tiny"\n',
+        "05_interactive": "STEPS = 0\nFRAMES, SIZE = 8, 64\n",
     }.get(name, "")
 
 

@@ -195,6 +195,14 @@ def test_bad_prompts_are_clear_errors(predictor, clip):
         predictor.add_mask(state, 0, 1, np.zeros((32, 64), bool))
     with pytest.raises(IndexError, match=r"frame index 10 is out of range: the video has 10"):
         predictor.add_mask(state, N, 1, labels[0] == 1)
+    with pytest.raises(IndexError, match=r"frame index -1 is out of range: .* \(0 to 9\)"):
+        predictor.add_mask(state, -1, 1, labels[0] == 1)
+    predictor.add_mask(state, 0, 1, labels[0] == 1)
+    with pytest.raises(IndexError, match=r"frame index 12 is out of range"):
+        next(predictor.propagate(state, start=12))
+    with pytest.raises(ValueError, match="max_frames must be >= 1 or None, got 0"):
+        next(predictor.propagate(state, max_frames=0))
+    assert not state.results and not state.passes  # nothing ran
     with pytest.raises(ValueError, match="object_id must be an integer in"):
         predictor.add_mask(state, 0, 255, labels[0] == 1)
     with pytest.raises(ValueError, match="no object 7"):
