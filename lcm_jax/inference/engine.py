@@ -337,8 +337,9 @@ class Engine:
         frame t a list with one FrameResult per video, None for a video shorter than t + 1
         frames (it is fed blank frames from then on, and their results are dropped). Frame
         t + 1 is dispatched before frame t's result is copied to the host. Videos of different
-        object counts or lengths share the largest geometry (object and memory slots padded);
-        batch videos of one `video_geometry` for the results of single runs.
+        object counts or lengths take the geometry of the most objects and the longest (their
+        objects may then be grouped otherwise, their memory padded); videos of one
+        `video_geometry` get the results of single runs, up to float rounding.
 
         Raises:
           ValueError: videos of different sizes, a frame or mask of the wrong shape or dtype
