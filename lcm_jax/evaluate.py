@@ -17,7 +17,10 @@ An interrupted run, started again with the same arguments, keeps the finished vi
 folder of another run's results (another checkpoint, options or data) it stops and says what
 differs, and --overwrite replaces them. A video that fails is reported and skipped. Add --flip
 for flip test-time augmentation, --shorter_side 480 for an internal resolution, --soft for the
-probabilities.
+probabilities, --batch_videos 8 to segment up to 8 videos of one frame size, object count and
+memory size at a time (faster where one video leaves the accelerator idle; the results of one at
+a time but for float rounding, which may flip a pixel at a tie; a batch that runs out of memory
+is redone in halves).
 
 Several processes split the videos between them (the same launch as training: the flags below
 or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or SLURM / Open MPI); --out must
@@ -59,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_model_flags(parser)
     cli.add_inference_flags(parser)
+    parser.add_argument(
+        "--batch_videos",
+        type=int,
+        default=1,
+        metavar="N",
+        help="segment up to N videos of one frame size, object count and memory size at a time "
+        "(default 1; faster where one video leaves the accelerator idle; the results of one at "
+        "a time but for float rounding; halved when a batch runs out of memory)",
+    )
     parser.add_argument("--coordinator_address", default=None, help="host:port of process 0")
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None, help="in [0, num_processes)")
@@ -81,7 +93,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         split = splits.list_youtube(args.root, split_name, args.sequences)
     segmenter = Segmenter.from_checkpoint(args.checkpoint, cli.inference_options(args), args.model)
-    result = evaluation.evaluate(segmenter, split, args.out, overwrite=args.overwrite)
+    result = evaluation.evaluate(
+        segmenter, split, args.out, overwrite=args.overwrite, batch_videos=args.batch_videos
+    )
     if jax.process_index() != 0:
         return cli.EXIT_FAILED if result.failures else cli.EXIT_OK
     if result.scores is not None:

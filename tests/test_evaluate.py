@@ -10,6 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -166,7 +167,10 @@ def test_youtube_run_writes_exactly_the_frames_meta_lists_and_zips_annotations(
     assert set(np.unique(first)) <= {0, 1}
 
 
-def test_bad_videos_fail_with_the_file_named_and_the_others_go_on(tmp_path, checkpoint, capsys):
+@pytest.mark.parametrize("batch", [1, 8])
+def test_bad_videos_fail_with_the_file_named_and_the_others_go_on(
+    tmp_path, checkpoint, capsys, batch
+):
     root = tmp_path / "DAVIS"
     frames, labels = synthetic_video(seed=40, num_frames=4)
     write_davis_sequence(root, "good", frames, labels)
@@ -188,8 +192,12 @@ def test_bad_videos_fail_with_the_file_named_and_the_others_go_on(tmp_path, chec
     write_split(root, ["good", "empty"] + bad)
 
     out = tmp_path / "out"
-    assert evaluate.main(davis_args(root, out, checkpoint)) == 1
-    err = capsys.readouterr().err
+    assert evaluate.main(davis_args(root, out, checkpoint, "--batch_videos", batch)) == 1
+    printed, err = capsys.readouterr()
+    if batch > 1:  # good, sizes and corrupt fail together, then one at a time
+        corrupt = root / "JPEGImages" / "480p" / "corrupt" / "00001.jpg"
+        failed = f"batch good, sizes, corrupt failed (DatasetError: cannot read frame '{corrupt}'"
+        assert failed in printed and "); one at a time now" in printed
     empty_mask = root / "Annotations" / "480p" / "empty" / "00000.png"
     assert f"warning: mask '{empty_mask}' holds no object" in err
     assert "6 video(s) failed" in err
@@ -211,6 +219,129 @@ def test_bad_videos_fail_with_the_file_named_and_the_others_go_on(tmp_path, chec
     assert (out / "global_results-val.csv").is_file()
 
 
+# (name, frame size, frames, objects): two frame sizes, different lengths, one object count apart
+MIXED = [("a", (64, 64), 6, 2), ("b", (48, 64), 5, 2), ("c", (64, 64), 4, 2),
+         ("d", (64, 64), 5, 1), ("e", (48, 64), 3, 2), ("f", (64, 64), 7, 2)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, checkpoint):
+    """(DAVIS folder of the MIXED videos, its results segmented one video at a time, --soft)."""
+    folder = tmp_path_factory.mktemp("mixed")
+    root = folder / "DAVIS"
+    for i, (seq, size, n, objects) in enumerate(MIXED):
+        clip = synthetic_video(seed=80 + i, num_frames=n, size=size, objects=objects)
+        write_davis_sequence(root, seq, *clip)
+    write_split(root, [seq for seq, *_ in MIXED])
+    assert evaluate.main(davis_args(root, folder / "one", checkpoint, "--soft")) == 0
+    return root, folder / "one"
+
+
+def record_batches(monkeypatch) -> list[list[str]]:
+    """The names of each batch of videos `Engine.run_videos` segments together from now on."""
+    batches = []
+    original = engine_lib.Engine.run_videos
+
+    def recorded(self, videos):
+        batches.append([v.name for v in videos])
+        return original(self, videos)
+
+    monkeypatch.setattr(engine_lib.Engine, "run_videos", recorded)
+    return batches
+
+
+def read_csv(path) -> list[list[str]]:
+    with open(path) as f:
+        return list(csv.reader(f))
+
+
+def differing_labels(one: Path, other: Path) -> int:
+    """Checks that two --soft runs wrote the same files but where float rounding decides, and
+    returns the number of pixels labelled differently: each a tie (the two labels'
+    probabilities at most 1/255 apart), probabilities at most 1/255 apart, confidences and
+    scores in their last printed digit; the manifest identical."""
+    a, b = tree(one), tree(other)
+    assert sorted(a) == sorted(b)
+    assert a["manifest.json"] == b["manifest.json"]
+    differing = 0
+    for name in a:
+        if name.endswith(".png"):
+            soft = np.load(one / name.replace(".png", ".npz"))
+            channel = np.zeros(256, int)  # object id -> channel of probs
+            channel[soft["object_ids"]] = np.arange(1, len(soft["object_ids"]) + 1)
+            la, lb = video_io.read_label_png(one / name), video_io.read_label_png(other / name)
+            ys, xs = np.nonzero(la != lb)
+            probs = soft["probs"].astype(int)
+            gap = probs[channel[la[ys, xs]], ys, xs] - probs[channel[lb[ys, xs]], ys, xs]
+            assert (np.abs(gap) <= 1).all(), (name, gap)
+            differing += len(ys)
+        elif name.endswith(".npz"):
+            sa, sb = np.load(one / name), np.load(other / name)
+            np.testing.assert_array_equal(sa["object_ids"], sb["object_ids"])
+            assert np.abs(sa["probs"].astype(int) - sb["probs"].astype(int)).max() <= 1
+        elif name.endswith(".csv"):
+            ra, rb = read_csv(one / name), read_csv(other / name)
+            keys = 2 if name.startswith("confidence/") else 1  # frame, object / sequence
+            assert [r[:keys] for r in ra] == [r[:keys] for r in rb]
+            digit = 1.01e-4 if keys == 2 else 1.01e-3  # the last printed digit
+            for x, y in zip(sum(ra[1:], []), sum(rb[1:], []), strict=True):
+                assert x == y or abs(float(x) - float(y)) <= digit, (name, x, y)
+    return differing
+
+
+def test_batched_evaluate_writes_the_files_of_one_video_at_a_time(
+    tmp_path, mixed, checkpoint, monkeypatch
+):
+    root, single = mixed
+    batched = tmp_path / "three"
+    batches = record_batches(monkeypatch)
+    assert evaluate.main(davis_args(root, batched, checkpoint, "--soft", "--batch_videos", 3)) == 0
+    # One frame size, object count and memory size together, 3 at most; d (1 object) alone.
+    assert batches == [["a", "c", "f"], ["b", "e"], ["d"]]
+    pixels = sum(n * h * w for _, (h, w), n, _ in MIXED)
+    assert len(list(single.glob("*/*.png"))) == sum(n for _, _, n, _ in MIXED)
+    assert differing_labels(single, batched) <= pixels // 10_000  # 1 of 114,688 here
+    alone = lambda run: {k: v for k, v in tree(run).items() if k.startswith(("d/", "confidence/d"))}  # noqa: E731
+    assert len(alone(single)) == 11 and alone(single) == alone(batched)  # d ran alone: identical
+
+    # More than there are videos: fewer, all of one geometry at once. A run resumed with another
+    # batch size (no part of the manifest) keeps the finished videos.
+    batches.clear()
+    (batched / "confidence" / "a.csv").unlink()
+    (batched / "confidence" / "e.csv").unlink()
+    assert evaluate.main(davis_args(root, batched, checkpoint, "--soft", "--batch_videos", 50)) == 0
+    assert batches == [["a"], ["e"]]
+    assert differing_labels(single, batched) <= pixels // 10_000
+
+
+def test_a_batch_out_of_memory_is_redone_in_halves_and_later_batches_stay_smaller(
+    tmp_path, mixed, checkpoint, monkeypatch, capsys
+):
+    root, single = mixed
+    batches = []
+    original = engine_lib.Engine.run_videos
+
+    def two_fit(self, videos):  # a device that holds 2 videos: more fail after the first frame
+        batches.append([v.name for v in videos])
+        results = original(self, videos)
+        if len(videos) > 2:
+            yield next(results)
+            raise jax.errors.JaxRuntimeError(
+                "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes."
+            )
+        yield from results
+
+    monkeypatch.setattr(engine_lib.Engine, "run_videos", two_fit)
+    out = tmp_path / "four"
+    assert evaluate.main(davis_args(root, out, checkpoint, "--soft", "--batch_videos", 4)) == 0
+    assert batches == [["a", "c", "f"], ["a", "c"], ["f"], ["b", "e"], ["d"]]
+    assert (
+        "out of memory segmenting 3 videos at once (JaxRuntimeError: RESOURCE_EXHAUSTED: Out of "
+        "memory while trying to allocate 1073741824 bytes.); 2 at a time from now on"
+    ) in capsys.readouterr().out
+    assert differing_labels(single, out) <= sum(n * h * w for _, (h, w), n, _ in MIXED) // 10_000
+
+
 def legacy_checkpoint(path):
     """What save_variables wrote before checkpoints stored their model config."""
     checkpointer = ocp.StandardCheckpointer()
@@ -222,7 +353,8 @@ def legacy_checkpoint(path):
 @pytest.mark.parametrize(
     "case",
     ["no checkpoint", "not a checkpoint", "no data", "no split", "no meta.json",
-     "model mismatch", "old checkpoint", "foreign out", "half multi-process"],
+     "model mismatch", "old checkpoint", "foreign out", "half multi-process", "batch 0",
+     "batch -2"],
 )  # fmt: skip
 def test_input_errors_are_one_line_with_status_2_and_nothing_written(
     tmp_path, davis, checkpoint, capsys, case
@@ -252,6 +384,9 @@ def test_input_errors_are_one_line_with_status_2_and_nothing_written(
         out.mkdir()
         (out / "notes.txt").write_text("mine")
         expected = f"{out} holds files but no manifest.json"
+    elif case.startswith("batch"):
+        size = case.split()[1]
+        more, expected = ["--batch_videos", size], f"batch_videos must be >= 1, got {size}"
     else:
         more, expected = ["--num_processes", "2"], "missing --coordinator_address or JAX_"
     assert evaluate.main(davis_args(root, out, ckpt, *more)) == 2  # the last flag counts

@@ -147,6 +147,7 @@ def test_a_two_object_video_takes_two_object_slots_and_matches_the_padded_layout
     assert eng.net.max_objects == 3
     sized = list(eng.run(video(frames, labels, {0: [1, 2]})))
     assert [(g.groups, g.slots) for g in eng._compiled] == [(1, 2)]
+    assert list(eng._compiled) == [eng.video_geometry(video(frames, labels, {0: [1, 2]}), SIZE)]
     padded_geometry = lambda *a: dataclasses.replace(Engine.geometry(eng, *a), slots=3)  # noqa: E731
     monkeypatch.setattr(eng, "geometry", padded_geometry)
     padded = list(eng.run(video(frames, labels, {0: [1, 2]})))

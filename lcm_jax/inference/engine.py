@@ -291,6 +291,15 @@ class Engine:
         kept = set(range(0, num_frames, self.options.mem_every)) | set(annotated)
         return -(-(len(kept) + 1) // CAPACITY_ROUNDING) * CAPACITY_ROUNDING
 
+    def video_geometry(self, video: Video, size: tuple[int, int]) -> Geometry:
+        """The geometry `run_videos([video])` compiles for `video` alone, whose frames are `size`
+        (height, width). Videos of one such geometry run together with nothing padded (no
+        object slot, memory slot or pixel that one of them lacks alone): each computes what it
+        computes alone, except that XLA's kernels may sum in another order for another batch
+        size (last-bit float differences)."""
+        capacity = self.capacity(video.num_frames, video.annotations)
+        return self.geometry(*size, len(_object_ids(video)), capacity)
+
     def init_memory(self, geometry: Geometry) -> mem.Memory:
         """An empty memory of one video for `geometry` (fresh buffers: the step donates them)."""
         s, m = self.options.streams, geometry.slots
@@ -327,7 +336,10 @@ class Engine:
         """Segments videos of one frame size together (`jax.vmap` of the step), yielding per
         frame t a list with one FrameResult per video, None for a video shorter than t + 1
         frames (it is fed blank frames from then on, and their results are dropped). Frame
-        t + 1 is dispatched before frame t's result is copied to the host.
+        t + 1 is dispatched before frame t's result is copied to the host. Videos of different
+        object counts or lengths take the geometry of the most objects and the longest (their
+        objects may then be grouped otherwise, their memory padded); videos of one
+        `video_geometry` get the results of single runs, up to float rounding.
 
         Raises:
           ValueError: videos of different sizes, a frame or mask of the wrong shape or dtype

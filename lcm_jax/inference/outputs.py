@@ -110,6 +110,48 @@ class Layout:
         return True
 
 
+class VideoWriter:
+    """One video's files as its results come: each frame's PNG (and .npz) written in `pool`'s
+    threads, then by `close` the confidence CSV, once every frame's file is written (a video
+    without its CSV is incomplete).
+
+    Args:
+      pool: the threads that encode and write the files (several videos may share them).
+      names: frame names by frame index.
+      layout: where the files go.
+      wanted: names of the frames to write (YouTube-VOS: those of meta.json); None = all.
+    """
+
+    def __init__(
+        self,
+        pool: concurrent.futures.Executor,
+        names: Sequence[str],
+        layout: Layout,
+        wanted: Collection[str] | None = None,
+    ):
+        self.pool, self.names, self.layout, self.wanted = pool, names, layout, wanted
+        self.rows: list[tuple[str, Mapping[int, float]]] = []
+        self.pending: list[concurrent.futures.Future] = []
+
+    def add(self, result: FrameResult) -> None:
+        name = self.names[result.index]
+        if self.wanted is not None and name not in self.wanted:
+            return
+        self.pending.append(self.pool.submit(write_labels, self.layout.png(name), result.labels))
+        if self.layout.probs_dir is not None:
+            self.pending.append(
+                self.pool.submit(
+                    write_probs, self.layout.npz(name), result.probs, result.object_ids
+                )
+            )
+        self.rows.append((name, result.confidence))
+
+    def close(self) -> None:
+        for future in self.pending:
+            future.result()  # re-raises a failed write
+        files.write_text(self.layout.confidence_csv, confidence_csv(self.rows))
+
+
 def write_video(
     results: Iterable[FrameResult],
     names: Sequence[str],
@@ -126,21 +168,10 @@ def write_video(
       wanted: names of the frames to write (YouTube-VOS: those of meta.json); None = all.
       on_frame: called with every result (progress, overlays).
     """
-    rows = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=WRITERS) as pool:
-        pending = []
+        writer = VideoWriter(pool, names, layout, wanted)
         for result in results:
             if on_frame is not None:
                 on_frame(result)
-            name = names[result.index]
-            if wanted is not None and name not in wanted:
-                continue
-            pending.append(pool.submit(write_labels, layout.png(name), result.labels))
-            if layout.probs_dir is not None:
-                pending.append(
-                    pool.submit(write_probs, layout.npz(name), result.probs, result.object_ids)
-                )
-            rows.append((name, result.confidence))
-        for future in pending:
-            future.result()  # re-raises a failed write
-    files.write_text(layout.confidence_csv, confidence_csv(rows))
+            writer.add(result)
+        writer.close()
