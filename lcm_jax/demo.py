@@ -67,6 +67,7 @@ VARIANTS = {
 MIN_TRAIN_GRID, MIN_EVAL_GRID = 8, 12
 BENCHMARK = "`python -m benchmarks.ablation` (results: benchmarks/RESULTS_ablation.md)"
 OVERLAY_SIDE = 256  # overlay GIFs are enlarged (nearest) until their shorter side is this long
+OVERLAY_OUTLINE = 2  # pixels of the enlarged GIF
 
 
 @dataclasses.dataclass
@@ -206,7 +207,7 @@ def write_overlays(held_out: splits.Split, results: Path, out: Path) -> list[Pat
                 s = overlay_scale(*labels.shape)
                 frame, labels = (x.repeat(s, axis=0).repeat(s, axis=1) for x in (frame, labels))
                 colours = pick_colours(frame, labels, colours)
-                append(overlay(frame, labels, colours, width=max(1, s // 2)))
+                append(overlay(frame, labels, colours, width=OVERLAY_OUTLINE))
     return gifs
 
 
@@ -320,9 +321,9 @@ def grid_note(grid: PgmGrid, figure: str | None, ablation: bool) -> list[str]:
     return [
         "**What this demo does not show.** "
         + grid.describe()
-        + f" That is too small for PGM's position to matter (the benchmark trains on a "
-        f"{MIN_TRAIN_GRID}×{MIN_TRAIN_GRID} grid or larger and scores on "
-        f"{MIN_EVAL_GRID}×{MIN_EVAL_GRID} or larger), so these scores show that training and "
+        + " That is too small for PGM's position to matter (the benchmark trains on grids of "
+        f"{MIN_TRAIN_GRID}×{MIN_TRAIN_GRID} or more and scores on "
+        f"{MIN_EVAL_GRID}×{MIN_EVAL_GRID} or more), so these scores show that training and "
         "segmentation work end to end, not whether PGM or ORM help"
         + (", and the Table 4 rows below are no evidence either way" if ablation else "")
         + "; for the same reason the PGM position-map figure is left out. The comparison built "
