@@ -72,12 +72,13 @@ def test_demo_writes_scores_overlays_and_a_summary_that_agree_and_say_the_grid_i
             assert np.abs(drawn - frame)[labels == 0].mean() < 12
         # Frame 0's objects (its given mask): a 2-pixel outline in one colour per object, far
         # from the object's own colour.
-        assert set(np.unique(labels_0 := big(video_io.read_label_png(
-            out / "results/lcm" / seq / "00000.png")))) - {0}  # fmt: skip
+        labels_0 = big(video_io.read_label_png(out / "results/lcm" / seq / "00000.png"))
+        objects = set(np.unique(labels_0)) - {0}
+        assert objects
         drawn = np.asarray(gif[0])[..., :3].astype(np.float64)
         frame = big(video_io.read_frame(frames[0])).astype(np.float64)
         outlines = []
-        for k in set(np.unique(labels_0)) - {0}:
+        for k in objects:
             mask = labels_0 == k
             edge = mask & ~ndimage.binary_erosion(mask, iterations=2, border_value=1)
             colour = np.median(drawn[edge], axis=0)
