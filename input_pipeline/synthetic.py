@@ -5,9 +5,11 @@ and scale along smooth paths, occlude each other (fixed depth order), may leave 
 back, and (YouTube-VOS layout only) may first appear mid-video. Unannotated **distractors** copy a
 target's colour, texture and shape family and move elsewhere: the case PGM exists for.
 
-Known answers: target object `k` (label id k, 1-based) is drawn in `OBJECT_COLOURS[k - 1]`
-times a texture brightness in [TEXTURE_LOW, 1]; the background is near-grey (saturation below
-BACKGROUND_MAX_TINT). Tests use this to check that augmented frames and masks stay aligned.
+Known answers: each target object is drawn in a colour of `OBJECT_COLOURS` times a texture
+brightness in [TEXTURE_LOW, 1], the targets of a video in different colours, assigned at random
+per video (object 1 is not always red: the overlays stay readable); the background is near-grey
+(saturation below BACKGROUND_MAX_TINT). Tests use this to check that augmented frames and masks
+stay aligned.
 
 Output under `out_dir`:
     DAVIS/JPEGImages/480p/<seq>/00000.jpg, DAVIS/Annotations/480p/<seq>/00000.png (palette),
@@ -36,7 +38,8 @@ from tqdm import tqdm
 from lcm_jax import files
 from lcm_jax.input_pipeline import video_io
 
-# RGB of target objects 1..5 (label id k -> OBJECT_COLOURS[k - 1]); distractors reuse them.
+# RGB of the target objects (a random one each, per video); distractors copy their twin's.
+# `lookalikes` draws from this list too: changing it changes the look-alike scenes.
 OBJECT_COLOURS = np.array(
     [[230, 40, 40], [40, 210, 40], [40, 90, 240], [235, 215, 30], [210, 40, 220]], np.uint8
 )
@@ -236,18 +239,21 @@ def render_video(
                 and num_frames > 2
             )
             start = int(rng.integers(1, max(2, num_frames // 2))) if late else 0
-            sprites.append(
-                _make_sprite(
-                    rng, label, OBJECT_COLOURS[label - 1], family, texture, height, width, d, start
-                )
-            )
+            sprites.append(_make_sprite(rng, label, None, family, texture, height, width, d, start))
+        twins = []  # the target each distractor copies
         for _ in range(d.num_distractors):
-            twin = sprites[int(rng.integers(num_objects))]
+            twins.append(int(rng.integers(num_objects)))
+            twin = sprites[twins[-1]]
             sprites.append(
-                _make_sprite(rng, 0, twin.colour, twin.family, twin.texture, height, width, d, 0)
+                _make_sprite(rng, 0, None, twin.family, twin.texture, height, width, d, 0)
             )
         order = rng.permutation(len(sprites))  # depth: later sprites occlude earlier ones
         background = draw_background(rng, height, width, d)
+        # Colours are drawn last: shapes, paths and background are what the same seed gave when
+        # target k was always OBJECT_COLOURS[k - 1] (the first try's, where it was retried).
+        colours = OBJECT_COLOURS[rng.permutation(len(OBJECT_COLOURS))[:num_objects]]
+        for sprite, k in zip(sprites, [*range(num_objects), *twins], strict=True):
+            sprite.colour = colours[k]
         frames = np.empty((num_frames, height, width, 3), np.uint8)
         labels = np.zeros((num_frames, height, width), np.uint8)
         for t in range(num_frames):

@@ -294,7 +294,10 @@ def test_the_tiny_model_overfits_one_synthetic_clip(tmp_path):
         mesh=(("data", 1),),
     )
     config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
+    # At 1e-3, 2 of 11 clips (seeds 3 and 9, since the generator varies object colours) stall
+    # from step 2 on: saturated probabilities hit soft aggregation's clamp [1e-7, 1 - 1e-7],
+    # whose gradient is 0 (loss stuck at 7.82, gradient norm 0.03). At 5e-4 both overfit.
+    config.optimizer.learning_rate = 5e-4
     _, history = run(config, tmp_path, render_clips(1, seed=3))
     loss = [h["loss"] for h in history]
     assert len(loss) == 100

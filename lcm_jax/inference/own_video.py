@@ -31,7 +31,7 @@ import tqdm
 
 from lcm_jax.inference import inputs, manifest, outputs
 from lcm_jax.inference.engine import Video
-from lcm_jax.inference.overlay import overlay, overlay_video
+from lcm_jax.inference.overlay import overlay, overlay_video, pick_colours
 from lcm_jax.inference.segmenter import Segmenter
 from lcm_jax.input_pipeline import video_io
 
@@ -105,8 +105,12 @@ def segment_video(
                 )
                 results = segmenter.engine.run(video)
 
+            colours = {}  # each object's, picked where it is first drawn: steady over the video
+
             def draw(result):
-                append(overlay(frames_of(result.index), result.labels))
+                frame = frames_of(result.index)
+                colours.update(pick_colours(frame, result.labels, colours))
+                append(overlay(frame, result.labels, colours))
                 if not both_ways:
                     bar.update(1)
 
