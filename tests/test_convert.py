@@ -402,7 +402,7 @@ def test_weight_fields_are_exactly_the_config_fields_that_change_the_variables()
              "scale_keys": False, "grm_chunk_size": 64, "pgm_top_k": 2,
              "position_map_scale": "none", "mask_pooling": "max", "orm_shared_g": True,
              "orm_reduction": 8, "max_objects": 2, "dtype": "bfloat16",
-             "attention_dtype": "compute"}  # fmt: skip
+             "attention_dtype": "compute", "local_fusion": "residual"}  # fmt: skip
     base = tiny_config()
     assert set(other) == set(base)  # a new config field must be classified here
 
