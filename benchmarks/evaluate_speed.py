@@ -15,8 +15,6 @@ gives the median frames/s and the speed-up of batching.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from benchmarks.machine import cpu_cores, cpu_name
 from lcm_jax.configs import model as model_configs
 from lcm_jax.inference import evaluation, splits
 from lcm_jax.inference.engine import InferenceOptions
@@ -66,14 +65,8 @@ def frames_per_s(segmenter: Segmenter, split: splits.Split, out: Path, batch: in
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     device = jax.devices()[0]
-    text = f"{cpu}, {os.cpu_count()} cores"
+    text = f"{cpu_name()}, {cpu_cores()} cores"
     if device.platform != "cpu":
         text += f"; {device.device_kind}"
     return f"{text} (jax {jax.__version__})"

@@ -18,12 +18,13 @@ training config).
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from benchmarks.machine import cpu_cores, cpu_name  # noqa: E402
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave GPU memory to torch too
 
@@ -47,13 +48,7 @@ def machine(device: str) -> str:
     import jax
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"CPU {cpu} ({os.cpu_count()} cores)"
+    text = f"CPU {cpu_name()} ({cpu_cores()} cores)"
     if device == "gpu":
         text += f"; GPU {torch.cuda.get_device_name(0)} (jax: {jax.devices()[0].device_kind})"
     return text
