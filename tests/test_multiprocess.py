@@ -163,13 +163,16 @@ def test_two_processes_of_two_devices_give_the_losses_of_one_process_of_four(run
             for step, values in steps.items():
                 found.setdefault(tag, {}).setdefault(step, []).extend(values)
     assert sorted(found["loss"]) == list(range(1, 11))
-    # To 1e-5, absolute and relative: the two launches sum the gradients of 4 devices in
-    # another order (2 + 2 across processes), a float32 rounding difference (1e-6 in the
-    # step-1 loss) that ten Adam steps grow to ~1e-5 (0.645275 vs 0.645265 for the step-10
-    # eval loss on this machine). A wrong share or a lost step differs by 1e-3 or more.
+    # Step 1 (the same weights and clips) to 1e-5. Later steps to 1e-2: the two launches sum
+    # the 4 devices' gradients in another order (2 + 2 across processes), and Adam turns that
+    # float32 rounding into different steps wherever a gradient is rounding noise (the key
+    # biases that a softmax cancels, pixels clamped at 1 - 1e-7): measured on this machine,
+    # 7.5e-5 at step 2, up to 2.2e-3 by step 9. A lost or repeated step moves the loss by
+    # 0.14 or more here; disjoint shares are the next test's.
     for tag in ("loss", "eval_loss"):
         for step, values in found[tag].items():
-            np.testing.assert_allclose(values, expected[tag][step], atol=1e-5, rtol=1e-5)
+            tolerance = 1e-5 if (tag, step) == ("loss", 1) else 1e-2
+            np.testing.assert_allclose(values, expected[tag][step], atol=0, rtol=tolerance)
 
 
 def test_each_process_reads_a_disjoint_share_of_the_videos(runs):
