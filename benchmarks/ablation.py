@@ -71,14 +71,7 @@ from lcm_jax.input_pipeline import lookalikes, video_io
 from lcm_jax.model import LCM, MemoryPool, PrevFrame, Reference, build_model
 from lcm_jax.model.lcm import pool_to_grid
 
-# Table 4: name -> (use_grm, use_pgm, use_orm), in the paper's row order, and the row labels.
-VARIANTS = {
-    "lcm": (True, True, True),
-    "no_pgm": (True, False, True),
-    "no_orm": (True, True, False),
-    "stm": (True, False, False),
-    "no_grm": (False, True, True),
-}
+VARIANTS = model_configs.TABLE4  # name -> (use_grm, use_pgm, use_orm), and the row labels:
 LABELS = {
     "lcm": "GRM+PGM+ORM (LCM)",
     "no_pgm": "GRM+ORM",

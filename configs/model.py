@@ -9,6 +9,15 @@ Every **[choice]** of `shared/design/lcm-spec.md` is a field here.
 
 import ml_collections
 
+# The paper's Table 4, in its row order: variant -> (use_grm, use_pgm, use_orm).
+TABLE4 = {
+    "lcm": (True, True, True),
+    "no_pgm": (True, False, True),
+    "no_orm": (True, True, False),
+    "stm": (True, False, False),
+    "no_grm": (False, True, True),
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the model config; `arg` is "paper" (default) or "tiny"."""

@@ -40,6 +40,7 @@ from absl import logging
 
 from lcm_jax import files, train
 from lcm_jax.configs import lcm as lcm_configs
+from lcm_jax.configs import model as model_configs
 from lcm_jax.inference import evaluation, padding, splits
 from lcm_jax.inference.overlay import overlay, overlay_video, pick_colours
 from lcm_jax.inference.segmenter import Segmenter
@@ -52,14 +53,15 @@ from lcm_jax.model.lcm import GRID
 DIFFICULTY = synthetic.Difficulty(max_objects=2, num_distractors=1)
 STAGES = ("pretrain", "main", "sequence")
 STAGE_FRACTION = {"pretrain": 0.5, "main": 1.0, "sequence": 0.5}  # of --steps
-# Table 4: name -> (use_grm, use_pgm, use_orm).
-VARIANTS = {
-    "LCM": (True, True, True),
-    "no PGM": (True, False, True),
-    "no ORM": (True, True, False),
-    "GRM only (STM)": (True, False, False),
-    "no GRM": (False, True, True),
+# Table 4 (configs/model.py TABLE4) under the demo's names: name -> (use_grm, use_pgm, use_orm).
+NAMES = {
+    "lcm": "LCM",
+    "no_pgm": "no PGM",
+    "no_orm": "no ORM",
+    "stm": "GRM only (STM)",
+    "no_grm": "no GRM",
 }
+VARIANTS = {NAMES[v]: switches for v, switches in model_configs.TABLE4.items()}
 # Where PGM's position can matter (issue 12): a feature grid of at least 8×8 cells in training
 # crops and 12×12 in evaluated frames, the sizes benchmarks/ablation.py trains (128×128) and
 # scores (192×192) at. On smaller grids "where the object was" is a handful of cells and the
