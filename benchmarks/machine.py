@@ -17,3 +17,8 @@ def cpu_name() -> str:
 
 def cpu_cores() -> int:
     return os.cpu_count() or 1
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, as `uptime` prints them."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())

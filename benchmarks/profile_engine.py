@@ -2,6 +2,7 @@
 
     python -m benchmarks.profile_engine                       # paper model, 480x854, 2 objects
     python -m benchmarks.profile_engine --model tiny --size 96x96 --iters 5 --trace /tmp/trace
+    python -m benchmarks.profile_engine --against-stm --iters 10  # LCM against STM, 480x854
 
 Builds the engine of `lcm_jax.inference` (random weights: the cost does not depend on them),
 fills its memory with `--memory` frames (mem_every=1, capacity `--memory`, so every timed step
@@ -20,6 +21,14 @@ Parts run separately lose the fusion across their borders, so their sum can diff
 step. `--trace DIR` also records a `jax.profiler` trace of a few steps (open it with
 TensorBoard's profile plugin or Perfetto) to see the same split inside the compiled step.
 Prints a Markdown table (ms and % of the step).
+
+`--against-stm` times instead, in the same run and interleaved frame by frame, the full engine
+step (as above: 2 objects in object slots sized to the video, `--memory` frames read) and STM
+as its official evaluation loop runs a frame (memorize t − 1 + segment t, on the PyTorch
+reference `lcm_jax.interop.torch_lcm` with PGM and ORM off, eager, torch.inference_mode, as
+many torch threads as XLA's CPU client uses), with the same random weights converted from
+torch to Flax (the cost does not depend on them), and prints the median ms per frame of each,
+their ratio, the CPU and the load average at the start and end (`against_stm`).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import platform
 import time
 
@@ -34,11 +44,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.machine import cpu_cores, cpu_name, load_average
 from lcm_jax.configs import model as model_configs
 from lcm_jax.inference import memory as mem
-from lcm_jax.inference.engine import Engine, InferenceOptions, Video, merge_objects, override
+from lcm_jax.inference import padding
+from lcm_jax.inference.engine import (
+    Engine,
+    Geometry,
+    InferenceOptions,
+    Video,
+    frame_output,
+    merge_objects,
+    override,
+)
 from lcm_jax.model import LCM, grm_read, init_variables, pool_to_grid
 from lcm_jax.model.lcm import GRID
+
+# STM is LCM with GRM alone (the paper's Table 4 row "stm").
+STM_SWITCHES = dict(
+    zip(("use_grm", "use_pgm", "use_orm"), model_configs.TABLE4["stm"], strict=True)
+)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -70,6 +95,153 @@ def synthetic_video(num_frames: int, size: tuple[int, int], objects: int, seed: 
     return frames, labels
 
 
+def filled_memory(engine: Engine, geometry: Geometry, device_frames, first, count: int):
+    """(the jitted step of `geometry`, the memory of one video after its frames [:count]), with
+    the label map `first` (object index + 1, 0 background) given on frame 0."""
+    step = engine.step_fn(geometry)
+    memory = jax.tree.map(lambda x: x[None], engine.init_memory(geometry))
+    given0, none = np.zeros((2, 1, geometry.groups * geometry.slots), bool)
+    given0[0, : int(first.max())] = True
+    for t in range(count):
+        given = given0 if t == 0 else none
+        memory, _ = step(
+            engine.variables, memory, device_frames[t], first[None], given, np.int32(t)
+        )
+    return step, memory
+
+
+@dataclasses.dataclass(frozen=True)
+class AgainstStm:
+    """Per timed frame t (ms, and the engine's FrameOutput of each side as NumPy: labels uint8
+    [H, W], confidence float32 [O]): the LCM engine step and STM's memorize t − 1 + segment t."""
+
+    lcm_ms: list[float]
+    stm_ms: list[float]
+    lcm: list[tuple[np.ndarray, np.ndarray]]
+    stm: list[tuple[np.ndarray, np.ndarray]]
+    threads: int
+    torch_version: str
+
+
+def against_stm(
+    config, size: tuple[int, int], objects: int, memory_frames: int, iters: int, threads: int
+) -> AgainstStm:
+    """Times, interleaved per frame, the LCM engine step of `config` and STM as its official
+    evaluation loop runs a frame, on one synthetic video and the same random weights.
+
+    STM is the PyTorch reference (`lcm_jax.interop.torch_lcm`) with use_pgm = use_orm = False,
+    eager under torch.inference_mode with `threads` threads, holding the reference weights that
+    the engine's Flax variables are converted from (PGM's and ORM's left out). Per frame t it
+    does what STM's eval loop does: memorize frame t − 1 (the memory encoder once per object,
+    on the soft masks of t − 1), concatenate it to the kept memory, segment t against it (all
+    objects in one batch), and the softmax of t (the soft masks for t + 1). Both sides read
+    `memory_frames` frames: frame 0 (its masks given) and the latest others (the engine:
+    mem_every=1, capacity `memory_frames`). Frames are zero-padded to a multiple of 16 as the
+    engine pads them; STM memorizes its prediction on the padding where the engine memorizes
+    zeros, so with PGM and ORM off the two compute the same function when nothing is padded
+    and the objects fit one group (objects <= max_objects).
+
+    Frames 1 .. memory_frames − 1 fill the memory, frame `memory_frames` is a warm-up of each
+    side (the engine compiled before), then `iters` frames are timed, the engine then STM on
+    each. The outputs are compared by the tests, not here.
+    """
+    import torch
+
+    from lcm_jax.interop import convert
+    from lcm_jax.interop import torch_lcm as tl
+
+    torch.set_num_threads(threads)
+    config = dict(config)
+    reference = tl.random_weights_(tl.build_torch_model(config), 0)
+    variables = convert.torch_to_flax(reference.state_dict(), convert.abstract_variables(config))
+    stm = tl.build_torch_model({**config, **STM_SWITCHES, "max_objects": objects})
+    weights = reference.state_dict()
+    stm.load_state_dict({k: weights[k] for k in stm.state_dict()})
+    del reference
+
+    engine = Engine(
+        config, variables, InferenceOptions(mem_every=1, max_memory_frames=memory_frames)
+    )
+    geometry = engine.geometry(*size, objects, memory_frames)
+    frames, first = synthetic_video(memory_frames + 1 + iters, size, objects)
+    device_frames = [jax.device_put(f[None]) for f in frames]
+    labels = jax.device_put(first[None])
+    none = np.zeros((1, geometry.groups * geometry.slots), bool)
+    step, memory = filled_memory(engine, geometry, device_frames, first, memory_frames)
+
+    def lcm_frame(t):
+        nonlocal memory
+        memory, out = step(engine.variables, memory, device_frames[t], labels, none, np.int32(t))
+        return jax.block_until_ready((memory, out))[1]
+
+    # STM's inputs as its loader gives them: float frames and the first masks, padded.
+    pads = geometry.pads
+    pad = lambda x, last: torch.from_numpy(np.array(padding.pad_hw(x, pads, last)))  # noqa: E731
+    stm_frames = [pad(f[None].astype(np.float32) / 255, True) for f in frames]
+    given = np.stack([first == k for k in range(1, objects + 1)]).astype(np.float32)
+    probs = pad(given[None], False)  # the soft masks of frame t − 1, [1, O, Hp, Wp]
+    valid = torch.ones((1, objects), dtype=torch.bool)
+    kept = []  # (k_g, v) [1, O, 1, h, w, C] of the frames kept: frame 0, then the latest
+
+    def stm_frame(t):
+        nonlocal probs
+        with torch.inference_mode():
+            new = stm.encode_memory(stm_frames[t - 1], probs, valid)  # memorize t − 1
+            new = (new.k_g[:, :, None], new.v[:, :, None])
+            k_g, v = (torch.cat([*(m[i] for m in kept), new[i]], dim=2) for i in (0, 1))
+            pool = tl.MemoryPool(k_g, v, torch.ones(v.shape[:3], dtype=torch.bool))
+            logits = stm.segment(stm_frames[t], pool, None, None, valid)  # STM reads neither
+            soft = torch.softmax(logits, dim=1)
+        probs = soft[:, 1:]
+        kept.append(new)
+        if len(kept) > memory_frames - 1:
+            del kept[1]  # frame 0 stays
+        return soft
+
+    def stm_output(soft):
+        cropped = padding.crop_hw(soft[0].numpy(), pads, channels_last=False)
+        return jax.device_get(frame_output(jnp.asarray(cropped), soft_output=False))
+
+    for t in range(1, memory_frames + 1):  # fill STM's memory, then one warm-up frame each
+        stm_frame(t)
+    lcm_frame(memory_frames)
+    times = {"lcm": [], "stm": []}
+    outputs = {"lcm": [], "stm": []}
+    for t in range(memory_frames + 1, len(frames)):
+        for name, run in (("lcm", lcm_frame), ("stm", stm_frame)):
+            start = time.perf_counter()
+            out = run(t)
+            times[name].append(1000 * (time.perf_counter() - start))
+            out = jax.device_get(out) if name == "lcm" else stm_output(out)
+            outputs[name].append((out.labels.reshape(size), out.confidence.reshape(-1)))
+    return AgainstStm(
+        *(times["lcm"], times["stm"], outputs["lcm"], outputs["stm"]),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+    )
+
+
+def print_against_stm(result: AgainstStm, config, args, load_before: str) -> None:
+    lcm, stm = (float(np.median(x)) for x in (result.lcm_ms, result.stm_ms))
+    switches = "+".join(k[4:].upper() for k in ("use_grm", "use_pgm", "use_orm") if config[k])
+    print(
+        f"CPU {cpu_name()} ({cpu_cores()} cores), load average {load_before} at start, "
+        f"{load_average()} at end; jax {jax.__version__} (XLA CPU: {result.threads} threads), "
+        f"torch {result.torch_version} (torch.set_num_threads({result.threads}), eager, "
+        "inference_mode)"
+    )
+    print(
+        f"{args.model} model ({config['backbone']} x{config['width']}, {args.dtype}), random "
+        f"weights (the same on both sides), {args.size[0]}x{args.size[1]}, {args.objects} "
+        f"objects, {args.memory} memory frames; one process, interleaved (LCM, STM, ...) over "
+        f"{len(result.lcm_ms)} frames after a warm-up frame each; median ms per frame"
+    )
+    print("\n| per frame | ms |\n| --- | ---: |")
+    print(f"| LCM engine step ({switches}; `Engine.step_fn`) | {lcm:.1f} |")
+    print(f"| STM: memorize t−1 + segment t (PyTorch reference, GRM only) | {stm:.1f} |")
+    print(f"| LCM / STM | {lcm / stm:.2f} |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="paper", choices=("paper", "tiny"))
@@ -79,9 +251,22 @@ def main(argv=None) -> None:
     p.add_argument("--memory", type=int, default=5, help="memory frames read by a timed step")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--trace", default="", help="write a jax.profiler trace of 3 steps here")
+    p.add_argument(
+        "--against-stm",
+        action="store_true",
+        help="instead of the parts: the engine step against STM's memorize + segment, "
+        "interleaved per frame in this run (PyTorch reference; see `against_stm`)",
+    )
     args = p.parse_args(argv)
 
     config = dict(model_configs.get_config(args.model), dtype=args.dtype)
+    if args.against_stm:
+        load_before = load_average()
+        # XLA's CPU client runs one thread per CPU this process may run on; torch gets as many.
+        threads = len(os.sched_getaffinity(0))
+        result = against_stm(config, args.size, args.objects, args.memory, args.iters, threads)
+        print_against_stm(result, config, args, load_before)
+        return
     variables = jax.jit(lambda key: init_variables(config, key))(jax.random.key(0))
     options = InferenceOptions(mem_every=1, max_memory_frames=args.memory)
     engine = Engine(config, variables, options)
@@ -105,16 +290,8 @@ def main(argv=None) -> None:
 
     def stepper(geometry):
         """(one_step() -> labels, the memory it steps from), the memory full."""
-        step = engine.step_fn(geometry)
-        o = geometry.groups * geometry.slots
-        memory = jax.tree.map(lambda x: x[None], engine.init_memory(geometry))
-        given0, none = np.zeros((1, o), bool), np.zeros((1, o), bool)
-        given0[0, : args.objects] = True
-        for t in range(args.memory):
-            given = given0 if t == 0 else none
-            memory, _ = step(
-                engine.variables, memory, device_frames[t], first[None], given, np.int32(t)
-            )
+        step, memory = filled_memory(engine, geometry, device_frames, first, args.memory)
+        none = np.zeros((1, geometry.groups * geometry.slots), bool)
         state = {"memory": memory}
 
         def one_step():
