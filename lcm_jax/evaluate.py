@@ -20,7 +20,9 @@ for flip test-time augmentation, --shorter_side 480 for an internal resolution, 
 probabilities, --batch_videos 8 to segment up to 8 videos of one frame size, object count and
 memory size at a time (faster where one video leaves the accelerator idle; the results of one at
 a time but for float rounding, which may flip a pixel at a tie; a batch that runs out of memory
-is redone in halves).
+is redone in halves), --score_workers 4 to score DAVIS's J&F in 4 processes (default: up to one
+per CPU, fewer for few frames, `lcm_jax.metrics.report.default_workers`; 1 scores in this
+process; the scores do not depend on it).
 
 Several processes split the videos between them (the same launch as training: the flags below
 or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or SLURM / Open MPI); --out must
@@ -71,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 1; faster where one video leaves the accelerator idle; the results of one at "
         "a time but for float rounding; halved when a batch runs out of memory)",
     )
+    parser.add_argument(
+        "--score_workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="DAVIS: processes scoring J&F (default: up to one per CPU, fewer for few frames; "
+        "1: in this process)",
+    )
     parser.add_argument("--coordinator_address", default=None, help="host:port of process 0")
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None, help="in [0, num_processes)")
@@ -94,7 +104,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         split = splits.list_youtube(args.root, split_name, args.sequences)
     segmenter = Segmenter.from_checkpoint(args.checkpoint, cli.inference_options(args), args.model)
     result = evaluation.evaluate(
-        segmenter, split, args.out, overwrite=args.overwrite, batch_videos=args.batch_videos
+        segmenter,
+        split,
+        args.out,
+        overwrite=args.overwrite,
+        batch_videos=args.batch_videos,
+        score_workers=args.score_workers,
     )
     if jax.process_index() != 0:
         return cli.EXIT_FAILED if result.failures else cli.EXIT_OK

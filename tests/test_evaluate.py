@@ -28,6 +28,7 @@ from lcm_jax import evaluate
 from lcm_jax.inference import engine as engine_lib
 from lcm_jax.inference import outputs
 from lcm_jax.input_pipeline import video_io
+from lcm_jax.metrics import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -354,7 +355,7 @@ def legacy_checkpoint(path):
     "case",
     ["no checkpoint", "not a checkpoint", "no data", "no split", "no meta.json",
      "model mismatch", "old checkpoint", "foreign out", "half multi-process", "batch 0",
-     "batch -2"],
+     "batch -2", "score workers 0"],
 )  # fmt: skip
 def test_input_errors_are_one_line_with_status_2_and_nothing_written(
     tmp_path, davis, checkpoint, capsys, case
@@ -387,6 +388,8 @@ def test_input_errors_are_one_line_with_status_2_and_nothing_written(
     elif case.startswith("batch"):
         size = case.split()[1]
         more, expected = ["--batch_videos", size], f"batch_videos must be >= 1, got {size}"
+    elif case == "score workers 0":
+        more, expected = ["--score_workers", "0"], "score_workers must be >= 1, got 0"
     else:
         more, expected = ["--num_processes", "2"], "missing --coordinator_address or JAX_"
     assert evaluate.main(davis_args(root, out, ckpt, *more)) == 2  # the last flag counts
@@ -394,6 +397,22 @@ def test_input_errors_are_one_line_with_status_2_and_nothing_written(
     assert err.count("\n") == 1 and err.startswith("error: ") and expected in err
     written = sorted(os.listdir(out)) if out.exists() else []
     assert written == (["notes.txt"] if case == "foreign out" else [])
+
+
+def test_score_workers_change_how_the_scores_are_computed_not_what_they_are(
+    tmp_path, davis, checkpoint, monkeypatch
+):
+    asked = []
+    original = report.score_sequences
+    monkeypatch.setattr(report, "score_sequences", lambda *a: asked.append(a[2]) or original(*a))
+    out = tmp_path / "out"
+    scores = []
+    for workers in (1, 2):  # the second run finds the videos complete and scores them again
+        assert evaluate.main(davis_args(davis, out, checkpoint, "--score_workers", workers)) == 0
+        names = ("global_results-val.csv", "per-sequence_results-val.csv")
+        scores.append([read_csv(out / name) for name in names])
+    assert asked == [1, 2]
+    assert scores[0] == scores[1] and len(scores[0][1]) > 3  # the header and 2 objects x 3
 
 
 def test_an_old_checkpoint_runs_with_model_and_its_switches_read_off_the_weights(

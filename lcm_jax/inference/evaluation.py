@@ -195,12 +195,12 @@ def run_videos(
     return [(v.name, run.failures[v.name]) for v in videos if v.name in run.failures]
 
 
-def _score_davis(split: Split, out: Path, failed: Collection[str]):
-    """J&F of the fully annotated sequences that did not fail (scored in parallel processes),
-    and the toolkit's CSVs."""
+def _score_davis(split: Split, out: Path, failed: Collection[str], workers: int | None):
+    """J&F of the fully annotated sequences that did not fail (scored in `workers` parallel
+    processes, `report.score_sequences`), and the toolkit's CSVs."""
     scored = [v for v in split.videos if v.name not in failed and v.fully_annotated]
     objects, failures = [], []
-    results = report.score_sequences(out, [(v.name, v.annotations) for v in scored])
+    results = report.score_sequences(out, [(v.name, v.annotations) for v in scored], workers)
     for listed, result in zip(scored, results, strict=True):
         if isinstance(result, ValueError):  # DatasetError, or too few annotated frames
             failures.append((listed.name, f"{type(result).__name__}: {result}"))
@@ -212,7 +212,7 @@ def _score_davis(split: Split, out: Path, failed: Collection[str]):
     return scores, report.write_csvs(scores, out, split.data["split"]), failures
 
 
-def _zip_youtube(split: Split, out: Path, failed: Collection[str]):
+def _zip_youtube(split: Split, out: Path, failed: Collection[str], workers: int | None):
     """The submission zip, when any video was segmented."""
     if all(listed.name in failed for listed in split.videos):
         return None, (), []
@@ -223,7 +223,7 @@ def _zip_youtube(split: Split, out: Path, failed: Collection[str]):
 class Benchmark:
     read: Callable[[VideoFiles], tuple[Video, list[str]]]
     layout: Callable[[Path, str, bool], outputs.Layout]
-    finish: Callable  # (split, out, failed names) -> (scores, written, more failures)
+    finish: Callable  # (split, out, failed names, scoring processes) -> (scores, written, more)
 
 
 BENCHMARKS = {
@@ -240,25 +240,30 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
     batch_videos: int = 1,
+    score_workers: int | None = None,
 ) -> Evaluation:
     """Segments `split`'s videos into `out` and scores or zips them (see the module docstring).
 
     `batch_videos` > 1 segments up to that many videos of one frame size, object count and
     memory size together (`run_videos`), for speed; the files are those of single runs but for
-    float rounding.
+    float rounding. `score_workers` processes score DAVIS's sequences (None:
+    `report.default_workers`); the scores do not depend on it.
 
     Raises:
-      ValueError: `batch_videos` < 1.
+      ValueError: `batch_videos` or `score_workers` < 1.
       manifest.ManifestError: `out` holds another run's results (and not `overwrite`), or
         files that are not results.
     """
     if batch_videos < 1:
         raise ValueError(f"batch_videos must be >= 1, got {batch_videos}")
+    if score_workers is not None and score_workers < 1:
+        raise ValueError(f"score_workers must be >= 1, got {score_workers}")
     out = Path(out)
     benchmark = BENCHMARKS[split.data["dataset"]]
     # Not `batch_videos`: it changes how fast the files come, not what they hold (but for float
     # rounding, as XLA's sums for another batch size), so a run resumed with another batch size
-    # keeps the finished videos, as one with another number of processes does.
+    # keeps the finished videos, as one with another number of processes does. Nor
+    # `score_workers`: the scores do not depend on it.
     record = manifest.build("evaluate", segmenter.identity(), split.data)
     manifest.check(out, record, overwrite)
     hosts.barrier("lcm_jax.evaluation:checked")  # nobody reads the folder while it is claimed
@@ -287,5 +292,6 @@ def evaluate(
     failures = list(split.unlisted) + failures
     if jax.process_index() != 0:
         return Evaluation(tuple(failures), None, ())
-    scores, written, more = benchmark.finish(split, out, {name for name, _ in failures})
+    failed = {name for name, _ in failures}
+    scores, written, more = benchmark.finish(split, out, failed, score_workers)
     return Evaluation(tuple(failures + more), scores, tuple(written))
