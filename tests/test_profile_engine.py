@@ -2,11 +2,21 @@
 PGM and ORM off, the engine and the timed STM loop give the same masks on the timed frames."""
 
 import numpy as np
+import pytest
+import torch
 
 from benchmarks import profile_engine
 from lcm_jax.configs import model as model_configs
 
 SIZE = (48, 64)  # multiples of 16: nothing padded, where STM and the engine memorize alike
+
+
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """The comparison sets torch's thread count for the process: restored after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_engine_as_stm_gives_the_timed_stm_loops_masks_on_the_timed_frames():
