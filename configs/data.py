@@ -10,7 +10,8 @@ or the synthetic generator's static images); main/sequence read videos. "tiny" s
     cfg = data.get_config("davis,main")
     it = pipeline.create_train_iterator(cfg, stage="main", batch_size=4, seed=0)
 
-Prepare real sets once (TFDS, ArrayRecord files) with
+For the tf.data feed (`feed`, below), prepare real sets once (TFDS, ArrayRecord files; the NumPy
+feed reads the folders in manual_dir as they are) with
     python -m lcm_jax.input_pipeline.prepare --dataset davis17 --manual_dir ~/data/DAVIS \
         --data_dir ~/tensorflow_datasets
 """
