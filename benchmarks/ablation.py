@@ -38,7 +38,8 @@ Every file is written atomically. The summary of the invocation goes to --json u
 benchmarks/RESULTS_ablation.md; the rest of that file is left as it is).
 
 Training reads its clips through the tf.data feed, or with `--set feed=numpy` through the NumPy
-feed, which needs no TensorFlow (`configs/data.py`, `feed`; the same clips).
+feed, which needs no TensorFlow (`configs/data.py`, `feed`; the same clips but for JPEG
+decoding, so the train key holds the feed).
 
 Errors (unknown variant or config key, a failed write such as a full disk, a missing
 TensorFlow for training with the tf.data feed) are one line on stderr and exit code 2.
@@ -122,8 +123,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.crop = 128  # training crops: an 8×8 grid
     c.batch_size = 8
     # The training input (configs/data.py `feed`): "tf.data", or "numpy" where TensorFlow is
-    # missing (the GPU image). Both give the same clips; the train key holds it only when it is
-    # not "tf.data", so the runs cached before this field keep their keys.
+    # missing (the GPU image). Both give the same clips but for JPEG decoding (input_pipeline/
+    # numpy_clips.py); the train key holds it only when it is not "tf.data", so the runs cached
+    # before this field keep their keys.
     c.feed = DEFAULT_FEED
     c.stages = ml_collections.ConfigDict()
     for stage, steps, lr, warmup in (("main", 2000, 1e-3, 100), ("sequence", 1000, 2e-4, 0)):

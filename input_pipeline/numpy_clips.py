@@ -4,7 +4,11 @@
     batch = next(batches)  # each key of a clip (`clips` module docstring), [8, ...]
 
 `render_clip` is `tf_clips.render_clip` in NumPy and Pillow, operation by operation in float32:
-- decode: Pillow (JPEG with the accurate integer DCT, as `tf_clips` asks TF for);
+- decode: Pillow, which decodes JPEG with libjpeg's accurate integer IDCT (as inference reads
+  frames), where `tf.io.decode_image` uses its fast one: on JPEG frames the two feeds differ by
+  that alone (up to 9/255 per pixel, 0.97/255 on average, on the look-alike benchmark's
+  frames); on PNG frames they give the same clips. A run records its feed
+  (`config.data.feed`; `benchmarks.ablation` keys its cache by it), so the two never mix;
 - warp: `ImageProjectiveTransformV3`'s conventions: output pixel (x, y) (integer indices) reads
   input (x', y') = ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1, for the
   8 parameters (a0, a1, a2, b0, b1, b2, c0, c1); bilinear for frames (each of the 4 neighbours
@@ -14,8 +18,8 @@
 - `tf.image.adjust_brightness`, `adjust_contrast` (per-channel mean, summed by TF's halving
   folds), `adjust_saturation` and `adjust_hue` (TF's HSV and hue/range round trips, copied from
   its CPU kernels), then a clip to [0, 1].
-Masks are exactly TF's; frames differ from TF's by float32 rounding only (the blur's sums, in
-another order; `tests/test_numpy_clips.py` measures it).
+Masks are exactly TF's; from the same decoded frames, frames differ from TF's by float32
+rounding only (the blur's sums, in another order; `tests/test_numpy_feed.py` measures it).
 
 `clip_batches` renders in a thread pool ahead of the consumer (Pillow and NumPy release the GIL
 in their loops) and keeps the order of the plans, so that its batches equal `tf_clips`'s.

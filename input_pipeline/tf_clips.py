@@ -3,8 +3,8 @@
     batches = clip_batches(source, cfg, batch_size=8, seed=0)
     batch = next(batches)  # each key of a clip (`clips` module docstring), [8, ...]
 
-`render_clip` decodes the plan's three frames and label maps (JPEG with the accurate integer
-DCT, as Pillow decodes it), warps them with `ImageProjectiveTransformV3` (bilinear for frames,
+`render_clip` decodes the plan's three frames and label maps (`tf.io.decode_image`: JPEG with
+TF's default, fast integer IDCT), warps them with `ImageProjectiveTransformV3` (bilinear for frames,
 nearest for labels, constant fill 0), blurs (pretrain) and colour-jitters the frames.
 `numpy_clips.render_clip` computes the same function without TensorFlow.
 """
@@ -33,23 +33,13 @@ def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor
     return tf.nn.depthwise_conv2d(out, k_x, [1, 1, 1, 1], "VALID")[0]
 
 
-def _decode_frame(data: tf.Tensor) -> tf.Tensor:
-    """Encoded image -> uint8 [H, W, 3]; JPEG with the accurate integer DCT (decode_image's
-    default is the fast one, which Pillow does not have)."""
-    return tf.cond(
-        tf.io.is_jpeg(data),
-        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
-    )
-
-
 def render_clip(element: dict, cfg) -> dict:
     """tf.data map: decodes the three frames and label maps of `clips.plan_inputs` and applies
     the plan (graph mode); returns a clip (`clips` module docstring) as tensors."""
     crop = tf.constant(list(cfg.crop), tf.int32)
     frames, labels = [], []
     for t in range(3):
-        frame = _decode_frame(element["frames"][t])
+        frame = tf.io.decode_image(element["frames"][t], channels=3, expand_animations=False)
         label = tf.io.decode_png(element["segmentations"][t], channels=1)
         frames.append(tf.cast(frame, tf.float32) / 255.0)
         labels.append(label)
