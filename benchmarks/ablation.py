@@ -1,7 +1,8 @@
 """Table 4 on look-alikes: do PGM and ORM beat STM (GRM only) where only position tells?
 
     python -m benchmarks.ablation                      # LCM and STM, seeds 0 1 2 (CPU, ~1 h)
-    python -m benchmarks.ablation --variants all       # the five Table 4 variants (GPU)
+    python -m benchmarks.ablation --variants all --set feed=numpy  # the five Table 4 variants
+                                                       # (GPU, no TensorFlow there)
     python -m benchmarks.ablation --name k2 --variants lcm --set model.pgm_top_k=2 \\
         --set eval.sets=val                            # a candidate choice, validation only
 
@@ -25,7 +26,8 @@
    paired), its mean and a bootstrap 95% interval over videos.
 
 Cache and resume, under --out (default ~/lcm_ablation, outside the repository):
-    data/<data key>/DAVIS, tfds/           the videos and their TFDS set (per data config)
+    data/<data key>/DAVIS, tfds/           the videos and their TFDS set (per data config; the
+                                           NumPy feed reads DAVIS/ only)
     runs/<variant>-seed<k>-<train key>/    main/, sequence/ (training workdirs, resumable),
         config.json, result-<eval key>.json
 The train key hashes everything that decides the trained weights (data, model, stages, seed),
@@ -35,8 +37,12 @@ Every file is written atomically. The summary of the invocation goes to --json u
 (default benchmarks/RESULTS_ablation.json) and its tables to --markdown (a block named --name in
 benchmarks/RESULTS_ablation.md; the rest of that file is left as it is).
 
+Training reads its clips through the tf.data feed, or with `--set feed=numpy` through the NumPy
+feed, which needs no TensorFlow (`configs/data.py`, `feed`; the same clips but for JPEG
+decoding, so the train key holds the feed).
+
 Errors (unknown variant or config key, a failed write such as a full disk, a missing
-TensorFlow for training) are one line on stderr and exit code 2.
+TensorFlow for training with the tf.data feed) are one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ import tqdm
 from absl import logging
 
 from lcm_jax import checkpoints, files
+from lcm_jax.configs import data as data_configs
 from lcm_jax.configs import lcm as lcm_configs
 from lcm_jax.configs import model as model_configs
 from lcm_jax.inference import evaluation, splits
@@ -86,6 +93,7 @@ PAIRS = [(v, "stm") for v in VARIANTS if v != "stm"] + [("lcm", "no_pgm"), ("lcm
 STAGES = ("main", "sequence")  # Table 4: no static pre-training
 SPLITS = ("val", "test")
 BOOTSTRAP_RESAMPLES = 10_000
+DEFAULT_FEED = "tf.data"
 
 
 class BenchmarkError(Exception):
@@ -114,6 +122,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.crop = 128  # training crops: an 8×8 grid
     c.batch_size = 8
+    # The training input (configs/data.py `feed`): "tf.data", or "numpy" where TensorFlow is
+    # missing (the GPU image). Both give the same clips but for JPEG decoding (input_pipeline/
+    # numpy_clips.py); the train key holds it only when it is not "tf.data", so the runs cached
+    # before this field keep their keys.
+    c.feed = DEFAULT_FEED
     c.stages = ml_collections.ConfigDict()
     for stage, steps, lr, warmup in (("main", 2000, 1e-3, 100), ("sequence", 1000, 2e-4, 0)):
         s = c.stages[stage] = ml_collections.ConfigDict()
@@ -169,8 +182,9 @@ def run_model_config(config, variant: str) -> ml_collections.ConfigDict:
 
 
 def train_spec(config, variant: str, seed: int) -> dict:
-    """Everything that decides a run's trained weights (the train key hashes it)."""
-    return {
+    """Everything that decides a run's trained weights (the train key hashes it); the feed
+    only when it is not the default (`get_config`)."""
+    spec = {
         "data": config.data.to_dict(),
         "model": run_model_config(config, variant).to_dict(),
         "crop": config.crop,
@@ -178,6 +192,9 @@ def train_spec(config, variant: str, seed: int) -> dict:
         "stages": config.stages.to_dict(),
         "seed": seed,
     }
+    if config.feed != DEFAULT_FEED:
+        spec["feed"] = config.feed
+    return spec
 
 
 def parse_variants(text: str) -> list[str]:
@@ -240,6 +257,7 @@ def stage_config(config, stage: str, variant: str, seed: int, data: Path, init_f
     c.data.manual_dir = str(data)
     c.data.data_dir = str(data / "tfds")
     c.data.crop = (config.crop, config.crop)
+    c.data.feed = config.feed
     c.batch_size = config.batch_size
     c.seed = c.data_seed = seed
     c.num_train_steps = s.steps
@@ -258,12 +276,12 @@ def stage_config(config, stage: str, variant: str, seed: int, data: Path, init_f
 def train_run(config, variant: str, seed: int, run_dir: Path, data: Path) -> float:
     """Trains the stages of one run in `run_dir/<stage>` (skipping finished ones and those with
     0 steps, resuming an interrupted one); returns the training seconds of its stages."""
-    if importlib.util.find_spec("tensorflow") is None:
+    if config.feed == "tf.data" and importlib.util.find_spec("tensorflow") is None:
         raise BenchmarkError(
-            "training needs TensorFlow (the tf.data input of lcm_jax.train) and it is not "
-            "installed; this machine can only reuse cached runs"
+            "training with the tf.data feed needs TensorFlow, which is not installed; pass "
+            "--set feed=numpy to train without it"
         )
-    from lcm_jax import train  # imports TensorFlow (tf.data input)
+    from lcm_jax import train  # imports TensorFlow with the tf.data feed, when it trains
 
     seconds, init_from = 0.0, ""
     for stage in STAGES:
@@ -695,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds)
         config = get_config()
         apply_overrides(config, args.set)
+        if config.feed not in data_configs.FEEDS:
+            raise BenchmarkError(f"feed must be one of {data_configs.FEEDS}, got {config.feed!r}")
         if set(config.eval.sets.split(",")) - set(SPLITS):
             raise BenchmarkError(f"eval.sets must list {' and/or '.join(SPLITS)}")
         if not any(config.stages[stage].steps for stage in STAGES):

@@ -10,7 +10,8 @@ or the synthetic generator's static images); main/sequence read videos. "tiny" s
     cfg = data.get_config("davis,main")
     it = pipeline.create_train_iterator(cfg, stage="main", batch_size=4, seed=0)
 
-Prepare real sets once (TFDS, ArrayRecord files) with
+For the tf.data feed (`feed`, below), prepare real sets once (TFDS, ArrayRecord files; the NumPy
+feed reads the folders in manual_dir as they are) with
     python -m lcm_jax.input_pipeline.prepare --dataset davis17 --manual_dir ~/data/DAVIS \
         --data_dir ~/tensorflow_datasets
 """
@@ -21,6 +22,7 @@ import ml_collections
 
 DATA_NAMES = ("synthetic", "davis", "youtube", "davis+youtube", "static")
 STAGES = ("pretrain", "main", "sequence")
+FEEDS = ("tf.data", "numpy")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -112,10 +114,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.blur_prob = 0.3  # probability that a copy is blurred
     c.blur_sigma = (0.1, 1.5)  # blur standard deviation range, pixels (the kernel covers 3 max)
 
-    # tf.data. Videos are visited in a fresh seeded permutation each epoch (a full shuffle,
-    # reproducible at any step without a shuffle buffer); see input_pipeline/clips.py.
-    c.num_parallel_calls = -1  # decode/augment workers; -1 = tf.data.AUTOTUNE
-    c.prefetch = 2  # batches prefetched by tf.data
+    # The feed: how clips are read and rendered; both give the same batches (the same plans,
+    # rendered by the same function up to float32 rounding) but for JPEG decoding (TF's fast
+    # IDCT, Pillow's accurate one: up to 9/255 per pixel; input_pipeline/numpy_clips.py).
+    # "tf.data": records of the prepared TFDS sets (data_dir), rendered by tf.data.
+    # "numpy": records read straight from the DAVIS / YouTube-VOS folders (manual_dir; no
+    # static sets), rendered by NumPy and Pillow in threads: no TensorFlow needed.
+    c.feed = "tf.data"
+    # Videos are visited in a fresh seeded permutation each epoch (a full shuffle, reproducible
+    # at any step without a shuffle buffer); see input_pipeline/clips.py.
+    c.num_parallel_calls = -1  # decode/augment workers; -1 = tf.data.AUTOTUNE / one per CPU
+    c.prefetch = 2  # batches rendered ahead
 
     if tiny:
         c.crop = (64, 64)

@@ -1,4 +1,10 @@
-"""Training clips of the paper's section 3.5 (three frames, up to `max_objects` objects).
+"""Training clips of the paper's section 3.5 (three frames, up to `max_objects` objects): the
+random plan of each clip (NumPy only; this module never imports TensorFlow).
+
+A clip is planned here (`plan_stream`: which video, frames, objects, warp, blur and colour
+jitter) and rendered by one of two feeds that compute the same function of the plan
+(`configs/data.py`, `feed`): `tf_clips.clip_batches` (tf.data) or `numpy_clips.clip_batches`
+(NumPy and Pillow in a thread pool, for machines without TensorFlow).
 
 Stages (`shared/design/lcm-spec.md`, "Training"):
 - pretrain: one static image and two random affine copies of it (translate, rotate, zoom,
@@ -29,7 +35,7 @@ than a clip needs, or with no object that the stage can use (main: none present 
 sequence: none in a frame with two later frames; static: empty mask), is skipped and the next
 video of the permutation is used. Void (255) pixels belong to no object (mask 0).
 
-A clip (one element of a `clip_batches` batch, NumPy):
+A clip (one element of either feed's `clip_batches` batch, NumPy):
     frames        float32 [3, H, W, 3] in [0, 1]
     masks         float32 [3, O, H, W] in {0, 1}
     valid         bool [O]
@@ -47,12 +53,10 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 
-import ml_collections
 import numpy as np
 
 from lcm_jax.configs.data import STAGES
 from lcm_jax.input_pipeline import sources
-from lcm_jax.input_pipeline.tf_setup import tf
 from lcm_jax.input_pipeline.video_io import DatasetError
 
 SKIPS: collections.Counter = collections.Counter()  # (stage, reason) -> skipped clips
@@ -218,68 +222,6 @@ def plan_clip(record: dict, stage: str, rng: np.random.Generator, cfg) -> ClipPl
     )
 
 
-def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
-    """Separable Gaussian blur of [H, W, 3] with std `sigma` pixels (sigma 0: identity)."""
-    x = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-(x**2) / (2 * sigma**2 + 1e-6))
-    kernel = kernel / tf.reduce_sum(kernel)
-    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
-    k_y = tf.tile(kernel[:, None, None, None], [1, 1, 3, 1])
-    k_x = tf.tile(kernel[None, :, None, None], [1, 1, 3, 1])
-    out = tf.nn.depthwise_conv2d(padded, k_y, [1, 1, 1, 1], "VALID")
-    return tf.nn.depthwise_conv2d(out, k_x, [1, 1, 1, 1], "VALID")[0]
-
-
-def render_clip(element: dict, cfg) -> dict:
-    """tf.data map: decodes the three frames and label maps and applies the plan (graph mode)."""
-    crop = tf.constant(list(cfg.crop), tf.int32)
-    frames, labels = [], []
-    for t in range(3):
-        frame = tf.io.decode_image(element["frames"][t], channels=3, expand_animations=False)
-        label = tf.io.decode_png(element["segmentations"][t], channels=1)
-        frames.append(tf.cast(frame, tf.float32) / 255.0)
-        labels.append(label)
-
-    def warp(images, interpolation):
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=tf.stack(images),
-            transforms=element["transforms"],
-            output_shape=crop,
-            fill_value=0.0,
-            interpolation=interpolation,
-            fill_mode="CONSTANT",
-        )
-
-    frames = warp(frames, "BILINEAR")
-    labels = warp(labels, "NEAREST")
-    out_frames = []
-    radius = max(1, math.ceil(3 * cfg.blur_sigma[1]))
-    for t in range(3):
-        frame = frames[t]
-        if cfg.stage == "pretrain" and cfg.blur_prob > 0:
-            frame = _gaussian_blur(frame, element["blur_sigma"][t], radius)
-        if cfg.color_jitter:
-            j = element["jitter"][t]
-            frame = tf.image.adjust_brightness(frame, j[0])
-            frame = tf.image.adjust_contrast(frame, j[1])
-            frame = tf.image.adjust_saturation(frame, j[2])
-            frame = tf.image.adjust_hue(frame, j[3])
-        out_frames.append(tf.clip_by_value(frame, 0.0, 1.0))
-    ids = element["object_ids"]  # [O], -1 padding: never equal to a label
-    masks = tf.cast(tf.cast(labels, tf.int32) == ids[None, None, None, :], tf.float32)
-    return {
-        "frames": tf.ensure_shape(tf.stack(out_frames), [3, *cfg.crop, 3]),
-        "masks": tf.ensure_shape(
-            tf.transpose(masks, [0, 3, 1, 2]), [3, cfg.max_objects, *cfg.crop]
-        ),
-        "valid": element["valid"],
-        "object_ids": ids,
-        "frame_indices": element["frame_indices"],
-        "video_index": element["video_index"],
-        "index": element["index"],
-    }
-
-
 def _skip(stage: str, reason: str, name: str) -> None:
     SKIPS[(stage, reason)] += 1
     if (stage, name) not in _WARNED:
@@ -293,8 +235,18 @@ def _skip(stage: str, reason: str, name: str) -> None:
         )
 
 
-def plan_stream(source: Sequence, cfg, *, seed: int, start_index: int = 0, process_index: int = 0):
-    """Yields (n, video_index, record, ClipPlan) for n = start_index, start_index + 1, ..."""
+def plan_stream(
+    source: Sequence, cfg, *, seed: int, start_index: int = 0, process_index: int = 0
+) -> Iterator[tuple[int, int, dict, ClipPlan]]:
+    """Yields (n, video_index, record, ClipPlan) for n = start_index, start_index + 1, ...
+
+    Args:
+        source: records (`lcm_jax.input_pipeline.sources`); this process's shard.
+        cfg: data config (`configs/data.py`); `cfg.stage` picks the sampler.
+        seed, start_index, process_index: see "Randomness" in the module docstring.
+    """
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
     if seed < 0 or start_index < 0 or process_index < 0:
         raise ValueError(
             f"seed, start_index and process_index must be >= 0, got {seed}, {start_index}, "
@@ -324,9 +276,13 @@ def plan_stream(source: Sequence, cfg, *, seed: int, start_index: int = 0, proce
         n += 1
 
 
-def _plan_inputs(n: int, video_index: int, record: dict, plan: ClipPlan) -> dict:
-    """Host-side inputs of `render_clip` for one plan: the three frames' encoded bytes and
-    the plan's arrays (`_input_signature`)."""
+def plan_inputs(n: int, video_index: int, record: dict, plan: ClipPlan) -> dict:
+    """What either feed's `render_clip` renders, for one item of `plan_stream`:
+    frames, segmentations  object [3] (the encoded bytes of the plan's three frames)
+    transforms float32 [3, 8], object_ids int32 [O], valid bool [O], blur_sigma float32 [3],
+    jitter float32 [3, 4], frame_indices int32 [3] (`ClipPlan`)
+    video_index, index     int64 []
+    """
     return {
         "frames": np.array([record["frames"][i] for i in plan.frame_indices], dtype=object),
         "segmentations": np.array(
@@ -341,69 +297,3 @@ def _plan_inputs(n: int, video_index: int, record: dict, plan: ClipPlan) -> dict
         "video_index": np.int64(video_index),
         "index": np.int64(n),
     }
-
-
-def _input_signature(cfg) -> dict[str, tf.TensorSpec]:
-    o = cfg.max_objects
-    return {
-        "frames": tf.TensorSpec([3], tf.string),
-        "segmentations": tf.TensorSpec([3], tf.string),
-        "transforms": tf.TensorSpec([3, 8], tf.float32),
-        "object_ids": tf.TensorSpec([o], tf.int32),
-        "valid": tf.TensorSpec([o], tf.bool),
-        "blur_sigma": tf.TensorSpec([3], tf.float32),
-        "jitter": tf.TensorSpec([3, 4], tf.float32),
-        "frame_indices": tf.TensorSpec([3], tf.int32),
-        "video_index": tf.TensorSpec([], tf.int64),
-        "index": tf.TensorSpec([], tf.int64),
-    }
-
-
-def clip_batches(
-    source: Sequence,
-    cfg: ml_collections.ConfigDict,
-    *,
-    batch_size: int,
-    seed: int,
-    start_index: int = 0,
-    process_index: int = 0,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Yields batches of clips forever: each key of the element (module docstring) with a
-    leading batch axis [batch_size, ...]; batch b holds examples start_index + b * batch_size...
-
-    One tf.data pipeline serves the whole stream: a Python generator draws the plans in order
-    (and reads the records; `from_generator`, run by tf.data ahead of the consumer), tf.data
-    decodes and warps them in parallel (`render_clip`, traced once), keeps their order and
-    batches them. An error of the generator (e.g. DatasetError: no usable video) is raised
-    again as itself by the iterator.
-
-    Args:
-        source: records (`lcm_jax.input_pipeline.sources`); this process's shard.
-        cfg: data config (`configs/data.py`); `cfg.stage` picks the sampler.
-        seed, start_index, process_index: see "Randomness" in the module docstring.
-    """
-    if cfg.stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
-    cfg = ml_collections.FrozenConfigDict(cfg)
-    parallel = cfg.num_parallel_calls if cfg.num_parallel_calls > 0 else tf.data.AUTOTUNE
-    failures = []  # what the generator raised: tf.data reports it as an OpError only
-
-    def plans():
-        stream = plan_stream(
-            source, cfg, seed=seed, start_index=start_index, process_index=process_index
-        )
-        try:
-            yield from (_plan_inputs(*item) for item in stream)
-        except Exception as e:
-            failures.append(e)
-            raise
-
-    ds = tf.data.Dataset.from_generator(plans, output_signature=_input_signature(cfg))
-    ds = ds.map(lambda e: render_clip(e, cfg), num_parallel_calls=parallel, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True).prefetch(cfg.prefetch)
-    try:
-        yield from ds.as_numpy_iterator()
-    except tf.errors.OpError:
-        if failures:
-            raise failures[0] from None
-        raise

@@ -4,7 +4,7 @@
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=DAVIS_ROOT))
 
-Examples follow `vos_format.video_features()`. tfds's own `davis` dataset, when a user has
+Examples follow `tfds_features.video_features()`. tfds's own `davis` dataset, when a user has
 prepared it, is converted to the same format by `from_tfds_davis`.
 """
 
@@ -14,8 +14,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lcm_jax.input_pipeline import (
+    folder_source,
     sources,
     tf_setup,  # noqa: F401
+    tfds_features,
     video_io,
     vos_format,
 )
@@ -36,22 +38,22 @@ class DavisConfig(tfds.core.BuilderConfig):
         self.resolution = resolution
 
 
-class Davis2017Vos(vos_format.FolderBuilder):
+class Davis2017Vos(tfds_features.FolderBuilder):
     """DAVIS 2017 semi-supervised VOS, one example per sequence (splits train, val)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
     BUILDER_CONFIGS = [
-        DavisConfig(name="480p", resolution="480p", description="480p frames"),
         DavisConfig(
-            name="full_resolution", resolution="Full-Resolution", description="original size"
-        ),
+            name=name, resolution=folder_source.DAVIS_RESOLUTIONS[name], description=description
+        )
+        for name, description in (("480p", "480p frames"), ("full_resolution", "original size"))
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=vos_format.video_features(),
+            features=tfds_features.video_features(),
             homepage="https://davischallenge.org/davis2017/code.html",
         )
 
@@ -61,16 +63,7 @@ class Davis2017Vos(vos_format.FolderBuilder):
 
     def _generate_examples(self, root, split):
         for seq in video_io.davis_sequences(root, split):
-            frames, annotations = video_io.davis_video(root, seq, self.builder_config.resolution)
-            by_frame = vos_format.index_annotations(frames, annotations)
-            # Every DAVIS object is annotated in frame 0: its file must exist.
-            if 0 not in by_frame:
-                raise video_io.DatasetError(
-                    f"DAVIS sequence {seq!r}: first-frame annotation "
-                    f"{str(root)}/Annotations/{self.builder_config.resolution}/{seq}/"
-                    f"{frames[0].stem}.png is missing"
-                )
-            yield seq, vos_format.video_example(seq, frames, by_frame)
+            yield seq, folder_source.davis_example(root, seq, self.builder_config.resolution)
 
 
 def from_tfds_davis(example: dict) -> dict:

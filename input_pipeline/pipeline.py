@@ -7,6 +7,12 @@
 Each process reads a disjoint, contiguous share of the videos (as `tfds.split_for_jax_process`)
 and the batch at step s is a function of (seed, s, process_index, process_count) only, so that
 `start_step=s` resumes exactly (`input_pipeline/clips.py`, "Randomness").
+
+`data_config.feed` picks how the clips are read and rendered (the same batches either way):
+"tf.data" reads the prepared TFDS sets (`tfds_sets`) and renders in tf.data (`tf_clips`);
+"numpy" reads the DAVIS / YouTube-VOS folders (`folder_source`) and renders with NumPy and
+Pillow in threads (`numpy_clips`), and imports no TensorFlow. This module imports TensorFlow
+only for the tf.data feed, when it is used.
 """
 
 from __future__ import annotations
@@ -17,12 +23,11 @@ from pathlib import Path
 
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
-from lcm_jax.input_pipeline import clips, davis, sources, static_images, synthetic, youtube_vos
+from lcm_jax.configs.data import FEEDS
+from lcm_jax.input_pipeline import folder_source, sources, synthetic
 from lcm_jax.input_pipeline.video_io import DatasetError
 
-# dataset key -> (subfolder of manual_dir, training split)
 # dataset -> (folder in manual_dir, training split, fully annotated held-out split or None).
 # YouTube-VOS's `valid` has only first-frame masks, so it cannot make training clips.
 DATASETS = {
@@ -30,36 +35,6 @@ DATASETS = {
     "youtube": ("YouTube", "train", None),
     "static": ("static", "train", None),
 }
-
-
-def get_builder(dataset: str, data_dir: str, config: ml_collections.ConfigDict | None = None):
-    """The TFDS builder of `dataset` ("davis17" | "youtube" | "static") in `data_dir`."""
-    if dataset == "davis17":
-        resolution = config.davis_resolution if config is not None else "480p"
-        return davis.Davis2017Vos(config=resolution, data_dir=data_dir)
-    if dataset == "youtube":
-        version = config.youtube_version if config is not None else "2019"
-        return youtube_vos.YoutubeVos(config=version, data_dir=data_dir)
-    if dataset == "static":
-        return static_images.StaticSegmentation(data_dir=data_dir)
-    raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
-
-
-def prepare_builder(builder: tfds.core.DatasetBuilder, manual_dir: str | Path) -> None:
-    """Builds the TFDS set from extracted folders in ArrayRecord format (random access).
-
-    Raises DatasetError (one line, with the download instructions) when `manual_dir` is
-    missing; nothing is written then."""
-    if not Path(manual_dir).is_dir():
-        instructions = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
-        raise DatasetError(
-            f"{builder.info.full_name} is not prepared in {str(builder.data_dir_root)!r} and its "
-            f"manual_dir {str(manual_dir)!r} does not exist. {instructions}"
-        )
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
-        file_format="array_record",
-    )
 
 
 def _datasets(config: ml_collections.ConfigDict) -> list[str]:
@@ -84,6 +59,8 @@ def load_source(
     run."""
     if split not in ("train", "val"):
         raise DatasetError(f"split must be 'train' or 'val', got {split!r}")
+    if config.feed not in FEEDS:
+        raise DatasetError(f"config.data.feed must be one of {FEEDS}, got {config.feed!r}")
     datasets = [d for d in _datasets(config) if split == "train" or DATASETS[d][2]]
     if not datasets:
         raise DatasetError(
@@ -110,27 +87,42 @@ def load_source(
     parts = []
     for dataset in datasets:
         folder, train_split, held_out = DATASETS[dataset]
-        tfds_split = train_split if split == "train" else held_out
-        if dataset == "davis17" and config.davis_builder == "davis":
-            parts.append(
-                davis.tfds_davis_records(
-                    tfds_split, data_dir=config.data_dir, resolution=config.davis_resolution
-                )
-            )
+        dataset_split = train_split if split == "train" else held_out
+        if config.feed == "numpy":
+            parts.append(_folder_split(config, dataset, dataset_split, manual / folder))
             continue
-        builder = get_builder(dataset, config.data_dir, config)
-        if not builder.is_prepared():
-            if not may_prepare:
-                raise DatasetError(
-                    f"{builder.info.full_name} is not prepared in {config.data_dir!r} and "
-                    f"{why_not}; run python -m lcm_jax.input_pipeline.prepare --dataset "
-                    f"{'synthetic' if config.name == 'synthetic' else dataset} --manual_dir "
-                    f"{manual if config.name == 'synthetic' else manual / folder} --data_dir "
-                    f"{config.data_dir}"
-                )
-            prepare_builder(builder, manual / folder)
-        parts.append(sources.TfdsSource(builder, tfds_split))
+        from lcm_jax.input_pipeline import tfds_sets  # imports TensorFlow
+
+        command = (
+            f"python -m lcm_jax.input_pipeline.prepare --dataset "
+            f"{'synthetic' if config.name == 'synthetic' else dataset} --manual_dir "
+            f"{manual if config.name == 'synthetic' else manual / folder} --data_dir "
+            f"{config.data_dir}"
+        )
+        parts.append(
+            tfds_sets.open_split(
+                config,
+                dataset,
+                dataset_split,
+                manual_dir=manual / folder,
+                prepare_command=command,
+                why_not=None if may_prepare else why_not,
+            )
+        )
     return parts[0] if len(parts) == 1 else sources.ConcatSource(parts)
+
+
+def _folder_split(config, dataset: str, split: str, root: Path) -> Sequence:
+    """The NumPy feed's records of `split` of `dataset`, read from its folder `root`."""
+    if dataset == "davis17" and config.davis_builder == "davis" or dataset == "static":
+        what = "tfds's own davis set" if dataset == "davis17" else "static image sets"
+        raise DatasetError(
+            f"config.data.feed='numpy' reads DAVIS and YouTube-VOS folders, not {what} "
+            f"(data {config.name!r}, stage {config.stage}); use feed='tf.data'"
+        )
+    if dataset == "davis17":
+        return folder_source.FolderSource.davis(root, split, config.davis_resolution)
+    return folder_source.FolderSource.youtube(root, split)
 
 
 def process_share(
@@ -186,7 +178,11 @@ def create_train_iterator(
 
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
-    batches = clips.clip_batches(
+    if data_config.feed == "numpy":
+        from lcm_jax.input_pipeline.numpy_clips import clip_batches
+    else:
+        from lcm_jax.input_pipeline.tf_clips import clip_batches  # imports TensorFlow
+    batches = clip_batches(
         process_share(data_config, split, process_index, process_count),
         data_config,
         batch_size=batch_size,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ml_collections
 
-from lcm_jax.input_pipeline import pipeline
+from lcm_jax.input_pipeline import pipeline, tfds_sets
 
 
 def prepare(
@@ -42,8 +42,8 @@ def prepare(
         )
     names = []
     for name, folder in jobs:
-        builder = pipeline.get_builder(name, data_dir, config)
-        pipeline.prepare_builder(builder, folder)
+        builder = tfds_sets.get_builder(name, data_dir, config)
+        tfds_sets.prepare_builder(builder, folder)
         names.append(builder.info.full_name)
         print(f"{builder.info.full_name}: {builder.info.splits}")
     return names

@@ -1,4 +1,4 @@
-"""Random-access sources of videos for the clip builders (prepared TFDS sets or in-memory lists).
+"""Random-access sources of videos for the clip builders: the record format, and sources of them.
 
 A source is a sequence of *records*; a record is a dict (NumPy / Python values):
     name           str
@@ -9,89 +9,21 @@ A source is a sequence of *records*; a record is a dict (NumPy / Python values):
     object_ids     int32 [K]
     presence       bool [T, K]
     boxes          float32 [T, K, 4]    (y0, x0, y1, x1) pixel edges
-A static image is a one-frame record. Only the three frames of a clip are ever decoded; the
-records of a TFDS set are read with random access from its ArrayRecord files, so prepare the
-builders with `file_format="array_record"` (as `lcm_jax.input_pipeline.prepare` does).
+A static image is a one-frame record. Only the three frames of a clip are ever decoded. Records
+come from a prepared TFDS set (`tfds_sets.TfdsSource`, random access to its ArrayRecord files),
+straight from the folders (`folder_source.FolderSource`), or from memory (`record_from_arrays`).
+This module never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import io
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
-from lcm_jax.input_pipeline import tf_setup  # noqa: F401
 from lcm_jax.input_pipeline.video_io import DatasetError
-
-
-def _zlib_tensor(feature, key: str, dtype, inner_shape: tuple[int, ...] = ()) -> np.ndarray:
-    """A ZLIB-encoded tfds Tensor: `key/value` + `key/shape` (several unknown dimensions) or
-    `key` alone (one unknown leading dimension, `inner_shape` the rest)."""
-    if f"{key}/shape" in feature:
-        shape = list(feature[f"{key}/shape"].int64_list.value)
-        raw = zlib.decompress(feature[f"{key}/value"].bytes_list.value[0])
-    else:
-        shape = [-1, *inner_shape]
-        raw = zlib.decompress(feature[key].bytes_list.value[0])
-    return np.frombuffer(raw, dtype).reshape(shape)
-
-
-def parse_video_proto(example) -> dict:
-    """A serialized `vos_format.video_features()` tf.train.Example (parsed proto) -> record."""
-    f = example.features.feature
-    return {
-        "name": f["video_name"].bytes_list.value[0].decode(),
-        "frames": list(f["frames"].bytes_list.value),
-        "segmentations": list(f["segmentations"].bytes_list.value),
-        "annotated": np.array(f["annotated"].int64_list.value, bool),
-        "object_ids": np.array(f["object_ids"].int64_list.value, np.int32),
-        "presence": _zlib_tensor(f, "presence", np.bool_),
-        "boxes": _zlib_tensor(f, "boxes", np.float32),
-    }
-
-
-def parse_static_proto(example) -> dict:
-    """A serialized `vos_format.static_features()` example -> one-frame record."""
-    f = example.features.feature
-    object_ids = np.array(f["object_ids"].int64_list.value, np.int32)
-    return {
-        "name": f["image_name"].bytes_list.value[0].decode(),
-        "frames": [f["image"].bytes_list.value[0]],
-        "segmentations": [f["segmentation"].bytes_list.value[0]],
-        "annotated": np.ones(1, bool),
-        "object_ids": object_ids,
-        "presence": np.ones((1, len(object_ids)), bool),
-        "boxes": _zlib_tensor(f, "boxes", np.float32, (4,))[None],
-    }
-
-
-class TfdsSource(Sequence):
-    """Records of one split of a prepared builder (ArrayRecord format), random access."""
-
-    def __init__(self, builder: tfds.core.DatasetBuilder, split: str):
-        try:
-            self._data = builder.as_data_source(
-                split, deserialize_method=tfds.decode.DeserializeMethod.DESERIALIZE_NO_DECODE
-            )
-        except NotImplementedError as e:
-            raise DatasetError(
-                f"{builder.info.full_name} in {builder.data_dir!r} is not in ArrayRecord format; "
-                "prepare it with `python -m lcm_jax.input_pipeline.prepare` "
-                "(file_format=array_record)"
-            ) from e
-        static = "image" in builder.info.features
-        self._parse = parse_static_proto if static else parse_video_proto
-        self.name = f"{builder.info.full_name}:{split}"
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __getitem__(self, index: int) -> dict:
-        return self._parse(self._data[int(index)])
 
 
 class ConcatSource(Sequence):

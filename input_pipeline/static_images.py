@@ -16,7 +16,7 @@ Images without a mask are skipped with one counted warning.
 Masks: a palette ('P') PNG is a label map (pixel value = object id, 255 void; COCO-instance
 style); a grey ('L' or '1') PNG is a saliency mask, object 1 where the value is >= 128. An RGB
 mask, or one whose size differs from its image, raises a DatasetError naming the file.
-Examples follow `lcm_jax.input_pipeline.vos_format.static_features()`.
+Examples follow `lcm_jax.input_pipeline.tfds_features.static_features()`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from PIL import Image
 
 from lcm_jax.input_pipeline import (
     tf_setup,  # noqa: F401
+    tfds_features,
     video_io,
     vos_format,
 )
@@ -91,7 +92,7 @@ def find_pairs(root: str | os.PathLike) -> tuple[list[tuple[str, Path, Path]], i
     return pairs, len(images) - len(pairs)
 
 
-class StaticSegmentation(vos_format.FolderBuilder):
+class StaticSegmentation(tfds_features.FolderBuilder):
     """Static image/mask pairs for the pretraining stage (split train)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -99,7 +100,7 @@ class StaticSegmentation(vos_format.FolderBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(features=vos_format.static_features())
+        return self.dataset_info_from_configs(features=tfds_features.static_features())
 
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples(dl_manager.manual_dir)}

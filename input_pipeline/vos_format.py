@@ -1,4 +1,4 @@
-"""The one TFDS example format shared by every video set (DAVIS 2017, YouTube-VOS, synthetic).
+"""The one example format shared by every video set (DAVIS 2017, YouTube-VOS, synthetic).
 
 One example per video, T frames, K annotated objects:
     video_name     Text
@@ -13,63 +13,24 @@ One example per video, T frames, K annotated objects:
     boxes          float32 [T, K, 4]               (y0, x0, y1, x1) pixel-edge box of object k in
                                                    frame t (y1, x1 exclusive); zeros when absent
 
-Static image sets use `static_features()` (one image, one label map). The clip builders
-(`clips.py`) read only `frames`/`segmentations` of the three frames of a clip, and
-sample from `annotated`, `presence` and `boxes`.
+`video_example` reads one video of a folder into this format (NumPy + Pillow; this module never
+imports TensorFlow); the TFDS builders store it (`tfds_features.video_features()`) and
+`folder_source` turns it into records directly. Static image sets use
+`tfds_features.static_features()` (one image, one label map). The clip builders (`clips.py`)
+read only `frames`/`segmentations` of the three frames of a clip, and sample from `annotated`,
+`presence` and `boxes`.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import tensorflow_datasets as tfds
-from etils import epath
 
-from lcm_jax.input_pipeline import (
-    tf_setup,  # noqa: F401  (hides GPUs/TPUs before tfds loads TF)
-    video_io,
-)
+from lcm_jax.input_pipeline import video_io
 from lcm_jax.input_pipeline.video_io import VOID_LABEL, DatasetError
-
-
-def video_features() -> tfds.features.FeaturesDict:
-    """Features of a video example (see the module docstring)."""
-    zlib = tfds.features.Encoding.ZLIB
-    return tfds.features.FeaturesDict(
-        {
-            "video_name": tfds.features.Text(),
-            "frame_names": tfds.features.Sequence(tfds.features.Text()),
-            "frames": tfds.features.Video(shape=(None, None, None, 3), encoding_format="jpeg"),
-            "segmentations": tfds.features.Video(
-                shape=(None, None, None, 1), encoding_format="png"
-            ),
-            "annotated": tfds.features.Sequence(np.bool_),
-            "object_ids": tfds.features.Sequence(np.int32),
-            "first_frames": tfds.features.Sequence(np.int32),
-            "presence": tfds.features.Tensor(shape=(None, None), dtype=np.bool_, encoding=zlib),
-            "boxes": tfds.features.Tensor(shape=(None, None, 4), dtype=np.float32, encoding=zlib),
-        }
-    )
-
-
-def static_features() -> tfds.features.FeaturesDict:
-    """Features of a static image example: image uint8 [H, W, 3], segmentation [H, W, 1],
-    object_ids int32 [K], boxes float32 [K, 4] (y0, x0, y1, x1)."""
-    return tfds.features.FeaturesDict(
-        {
-            "image_name": tfds.features.Text(),
-            "image": tfds.features.Image(encoding_format="jpeg"),
-            "segmentation": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-            "object_ids": tfds.features.Sequence(np.int32),
-            "boxes": tfds.features.Tensor(
-                shape=(None, 4), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB
-            ),
-        }
-    )
 
 
 def label_boxes(labels: np.ndarray, object_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -173,16 +134,3 @@ def index_annotations(
             raise DatasetError(f"annotation {os.fspath(path)!r} has no frame with the same name")
         out[index[path.stem]] = path
     return out
-
-
-class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Base of this package's builders (which read extracted folders from `manual_dir`).
-
-    tfds 4.9's `code_path` needs the `importlib_resources` backport on Python >= 3.9 for a
-    builder defined in a package; the builder's own file is what it looks for, so give it that.
-    """
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(inspect.getfile(cls))

@@ -4,21 +4,20 @@
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=YOUTUBE_ROOT))
 
-Examples follow `vos_format.video_features()`. In `valid`, objects are annotated only on their
+Examples follow `tfds_features.video_features()`. In `valid`, objects are annotated only on their
 first frame (which may be late in the video): `annotated` marks those frames and
 `first_frames` gives each object's reference frame.
 """
 
 from __future__ import annotations
 
-import logging
-
 import tensorflow_datasets as tfds
 
 from lcm_jax.input_pipeline import (
+    folder_source,
     tf_setup,  # noqa: F401
+    tfds_features,
     video_io,
-    vos_format,
 )
 
 _INSTRUCTIONS = """\
@@ -28,7 +27,7 @@ train.zip and valid.zip so that `manual_dir` holds {train,valid}/JPEGImages/<vid
 """
 
 
-class YoutubeVos(vos_format.FolderBuilder):
+class YoutubeVos(tfds_features.FolderBuilder):
     """YouTube-VOS, one example per video (splits train, valid)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -41,7 +40,7 @@ class YoutubeVos(vos_format.FolderBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=vos_format.video_features(), homepage="https://youtube-vos.org/"
+            features=tfds_features.video_features(), homepage="https://youtube-vos.org/"
         )
 
     def _split_generators(self, dl_manager):
@@ -49,22 +48,8 @@ class YoutubeVos(vos_format.FolderBuilder):
         return {split: self._generate_examples(root, split) for split in ("train", "valid")}
 
     def _generate_examples(self, root, split):
-        meta = video_io.youtube_meta(root, split)
-        for vid in sorted(meta["videos"]):
-            frames, annotations = video_io.youtube_video(root, split, vid)
-            by_frame = vos_format.index_annotations(frames, annotations)
-            index = {p.stem: t for t, p in enumerate(frames)}
-            required_first = {}
-            if split != "train":  # valid: each object's first listed frame must be annotated
-                for obj, info in meta["videos"][vid]["objects"].items():
-                    if not info["frames"] or info["frames"][0] not in index:
-                        raise video_io.DatasetError(
-                            f"{root}/{split}/meta.json: video {vid!r} object {obj} lists first "
-                            f"frame {info['frames'][:1]} that is not in JPEGImages/{vid}"
-                        )
-                    required_first[int(obj)] = index[info["frames"][0]]
-            example = vos_format.video_example(vid, frames, by_frame, required_first=required_first)
-            if not len(example["object_ids"]):
-                logging.warning("YouTube-VOS %s/%s has no annotated object; skipped", split, vid)
-                continue
-            yield vid, example
+        meta = video_io.youtube_meta(root, split)["videos"]
+        for vid in sorted(meta):
+            example = folder_source.youtube_example(root, split, vid, meta[vid]["objects"])
+            if example is not None:
+                yield vid, example

@@ -26,8 +26,9 @@ and restarted repeats the losses of an uninterrupted one exactly. Checkpoints ar
 
 Input: `train_and_evaluate(..., batches=fn)` takes any `fn(seed, start_step, split)` that
 yields this process's rows of each global batch as NumPy (the `Batches` contract below);
-without it, the tf.data pipeline (`lcm_jax.input_pipeline.pipeline`, the only part that
-needs TensorFlow, imported when used). Without TensorFlow (and clu), metrics go to the log
+without it, the input pipeline (`lcm_jax.input_pipeline.pipeline`, imported when used):
+`config.data.feed="tf.data"` needs TensorFlow (the only part that does), `"numpy"` trains on
+DAVIS / YouTube-VOS folders without it. Without TensorFlow (and clu), metrics go to the log
 only.
 
 Shapes at the boundary: a global batch is {frames float32 [B, 3, H, W, 3] in [0, 1],
@@ -266,8 +267,9 @@ def state_sharding_rule(mesh: Mesh) -> Callable[[Any], NamedSharding]:
 
 # ---------------------------------------------------------------- Input
 def pipeline_batches(config: ml_collections.ConfigDict) -> Batches:
-    """The tf.data input (`lcm_jax.input_pipeline.pipeline`; TensorFlow is imported here) of
-    this process: its share of the videos, config.batch_size // process_count clips a batch.
+    """The input pipeline (`lcm_jax.input_pipeline.pipeline`; with config.data.feed="tf.data"
+    TensorFlow is imported here) of this process: its share of the videos,
+    config.batch_size // process_count clips a batch.
 
     Opens (and, on a single process, prepares when allowed) the training and eval splits now,
     so that missing data is a ConfigError before anything is written.

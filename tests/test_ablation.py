@@ -288,4 +288,27 @@ def test_without_tensorflow_cached_runs_are_reported_and_training_is_a_clear_err
     )
     assert ablation.main(argv) == 0  # everything cached
     assert ablation.main([*argv, "--seeds", "1"]) == 2
-    assert "needs TensorFlow" in _error_line(capsys)
+    line = _error_line(capsys)
+    assert "needs TensorFlow" in line and "--set feed=numpy" in line
+
+
+def test_the_default_feed_keeps_the_train_keys_of_runs_cached_before_the_feed_existed():
+    config = ablation.get_config()
+    before = {  # train_spec as it was before config.feed
+        "data": config.data.to_dict(),
+        "model": ablation.run_model_config(config, "lcm").to_dict(),
+        "crop": config.crop,
+        "batch_size": config.batch_size,
+        "stages": config.stages.to_dict(),
+        "seed": 0,
+    }
+    assert ablation.key_of(ablation.train_spec(config, "lcm", 0)) == ablation.key_of(before)
+    ablation.apply_overrides(config, ["feed=numpy"])
+    numpy_spec = ablation.train_spec(config, "lcm", 0)
+    assert numpy_spec == {**before, "feed": "numpy"}
+    assert ablation.stage_config(config, "main", "lcm", 0, Path("d"), "").data.feed == "numpy"
+
+
+def test_an_unknown_feed_is_one_line(capsys):
+    assert ablation.main(["--set", "feed=torch"]) == 2
+    assert "feed must be one of ('tf.data', 'numpy')" in _error_line(capsys)

@@ -9,7 +9,17 @@ from PIL import Image
 from scipy import ndimage
 
 from lcm_jax.configs import data as data_configs
-from lcm_jax.input_pipeline import clips, davis, pipeline, sources, synthetic, testing, video_io
+from lcm_jax.input_pipeline import (
+    clips,
+    davis,
+    pipeline,
+    sources,
+    synthetic,
+    testing,
+    tf_clips,
+    tfds_sets,
+    video_io,
+)
 from lcm_jax.input_pipeline.synthetic import OBJECT_COLOURS
 from lcm_jax.input_pipeline.tf_setup import tf
 from lcm_jax.input_pipeline.video_io import DatasetError
@@ -24,7 +34,7 @@ def prepared(tmp_path_factory):
 def videos(prepared):
     _, data_dir = prepared
     parts = [
-        sources.TfdsSource(pipeline.get_builder(d, str(data_dir)), "train")
+        tfds_sets.TfdsSource(tfds_sets.get_builder(d, str(data_dir)), "train")
         for d in ("davis17", "youtube")
     ]
     return sources.ConcatSource(parts)
@@ -33,7 +43,7 @@ def videos(prepared):
 @pytest.fixture(scope="session")
 def images(prepared):
     _, data_dir = prepared
-    return sources.TfdsSource(pipeline.get_builder("static", str(data_dir)), "train")
+    return tfds_sets.TfdsSource(tfds_sets.get_builder("static", str(data_dir)), "train")
 
 
 def _config(stage, **overrides):
@@ -44,7 +54,7 @@ def _config(stage, **overrides):
 
 
 def _take(source, cfg, n, *, batch_size=8, seed=0, start_index=0, process_index=0):
-    batches = clips.clip_batches(
+    batches = tf_clips.clip_batches(
         source,
         cfg,
         batch_size=batch_size,
@@ -105,7 +115,7 @@ def test_warp_of_a_shift_and_a_flip_equals_slicing():
 def test_gaussian_blur_matches_scipy():
     image = np.random.default_rng(2).uniform(size=(12, 14, 3))
     sigma, radius = 1.3, 4
-    out = clips._gaussian_blur(tf.constant(image, tf.float32), tf.constant(sigma), radius)
+    out = tf_clips._gaussian_blur(tf.constant(image, tf.float32), tf.constant(sigma), radius)
     expected = ndimage.gaussian_filter(
         image, sigma=(sigma, sigma, 0), mode="mirror", truncate=radius / sigma
     )
@@ -239,8 +249,8 @@ def test_same_seed_gives_the_same_clips_and_a_restart_resumes_exactly(videos):
 
 def test_one_tf_data_pipeline_serves_a_whole_stream_that_resumes_at_any_clip(videos, monkeypatch):
     traces = []
-    render = clips.render_clip
-    monkeypatch.setattr(clips, "render_clip", lambda e, cfg: traces.append(1) or render(e, cfg))
+    render = tf_clips.render_clip
+    monkeypatch.setattr(tf_clips, "render_clip", lambda e, cfg: traces.append(1) or render(e, cfg))
     cfg = _config("main")
     whole = _take(videos, cfg, 40, batch_size=2)  # 20 batches, one tf.data pipeline
     assert len(traces) == 1  # the renderer is traced once

@@ -10,11 +10,10 @@ from PIL import Image
 
 from lcm_jax.input_pipeline import (
     davis,
-    pipeline,
     prepare,
-    sources,
     static_images,
     testing,
+    tfds_sets,
     video_io,
 )
 from lcm_jax.input_pipeline.video_io import DatasetError
@@ -76,7 +75,7 @@ def _check_video_example(example, frame_paths, annotation_paths):
 
 def test_davis_builder_yields_every_sequence_with_the_documented_features(prepared):
     raw, data_dir = prepared
-    builder = pipeline.get_builder("davis17", str(data_dir))
+    builder = tfds_sets.get_builder("davis17", str(data_dir))
     for split in ("train", "val"):
         seqs = video_io.davis_sequences(raw / "DAVIS", split)
         examples = _examples(builder, split)
@@ -88,7 +87,7 @@ def test_davis_builder_yields_every_sequence_with_the_documented_features(prepar
 
 def test_youtube_builder_keeps_sparse_valid_annotations_and_late_first_frames(prepared):
     raw, data_dir = prepared
-    builder = pipeline.get_builder("youtube", str(data_dir))
+    builder = tfds_sets.get_builder("youtube", str(data_dir))
     meta = video_io.youtube_meta(raw / "YouTube", "valid")["videos"]
     examples = _examples(builder, "valid")
     assert sorted(_text(e["video_name"]) for e in examples) == sorted(meta)
@@ -107,7 +106,7 @@ def test_youtube_builder_keeps_sparse_valid_annotations_and_late_first_frames(pr
 
 def test_static_builder_pairs_images_with_masks(prepared):
     raw, data_dir = prepared
-    builder = pipeline.get_builder("static", str(data_dir))
+    builder = tfds_sets.get_builder("static", str(data_dir))
     examples = _examples(builder, "train")
     assert len(examples) == testing.TINY["num_static"]
     for example in examples[:2]:
@@ -124,8 +123,8 @@ def test_static_builder_pairs_images_with_masks(prepared):
 
 def test_random_access_records_match_the_tfds_examples(prepared):
     _, data_dir = prepared
-    builder = pipeline.get_builder("davis17", str(data_dir))
-    source = sources.TfdsSource(builder, "train")
+    builder = tfds_sets.get_builder("davis17", str(data_dir))
+    source = tfds_sets.TfdsSource(builder, "train")
     examples = {_text(e["video_name"]): e for e in _examples(builder, "train")}
     assert len(source) == len(examples)
     record = source[1]
@@ -134,7 +133,7 @@ def test_random_access_records_match_the_tfds_examples(prepared):
         np.testing.assert_array_equal(record[key], example[key])
     label = np.array(Image.open(io.BytesIO(record["segmentations"][2])))
     np.testing.assert_array_equal(label, example["segmentations"][2, ..., 0])
-    static = sources.TfdsSource(pipeline.get_builder("static", str(data_dir)), "train")
+    static = tfds_sets.TfdsSource(tfds_sets.get_builder("static", str(data_dir)), "train")
     assert static[0]["boxes"].shape == (1, len(static[0]["object_ids"]), 4)
 
 
@@ -150,7 +149,7 @@ def _one_video_davis(raw, root):
 
 def _build_davis(root, data_dir):
     builder = davis.Davis2017Vos(config="480p", data_dir=str(data_dir))
-    pipeline.prepare_builder(builder, root)
+    tfds_sets.prepare_builder(builder, root)
 
 
 @pytest.mark.parametrize("defect", ["corrupt_jpeg", "rgb_annotation", "size_mismatch", "no_first"])
@@ -230,7 +229,7 @@ def test_prepare_cli_builds_a_set_in_the_data_dir(prepared, tmp_path):
     raw, _ = prepared
     argv = ["--dataset", "static", "--manual_dir", str(raw / "static"), "--data_dir", str(tmp_path)]
     prepare.main(argv)
-    builder = pipeline.get_builder("static", str(tmp_path))
+    builder = tfds_sets.get_builder("static", str(tmp_path))
     assert builder.is_prepared()
     assert builder.info.splits["train"].num_examples == testing.TINY["num_static"]
     with pytest.raises(ValueError, match="--dataset"):

@@ -109,10 +109,10 @@ def test_video_io_imports_without_tensorflow():
 def test_the_input_pipeline_without_tensorflow_says_how_to_install_it():
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"  # as if TensorFlow were not installed
-        "from lcm_jax.input_pipeline import clips"
+        "from lcm_jax.input_pipeline import tf_clips"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ModuleNotFoundError: the input pipeline needs TensorFlow")
-    assert "pip install -e '.[cpu]'" in last
+    assert last.startswith("ModuleNotFoundError: the tf.data input pipeline needs TensorFlow")
+    assert "pip install -e '.[cpu]'" in last and "feed='numpy'" in last
