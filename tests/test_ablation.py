@@ -7,12 +7,17 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks import ablation
+from lcm_jax.input_pipeline import testing
+
+REPO = Path(__file__).resolve().parents[1]
 
 # One training stage only: each stage of each variant costs a compilation.
 TINY = [
@@ -290,6 +295,41 @@ def test_without_tensorflow_cached_runs_are_reported_and_training_is_a_clear_err
     assert ablation.main([*argv, "--seeds", "1"]) == 2
     line = _error_line(capsys)
     assert "needs TensorFlow" in line and "--set feed=numpy" in line
+
+
+_MAIN_WITHOUT_TENSORFLOW = (
+    testing.WITHOUT_TENSORFLOW
+    + """
+from benchmarks import ablation
+
+status = ablation.main(sys.argv[1:])
+assert not [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")]
+sys.exit(status)
+"""
+)
+
+
+def test_with_the_numpy_feed_the_benchmark_trains_and_scores_without_tensorflow(tmp_path):
+    """The GPU image's case: TensorFlow not installed, `--set feed=numpy`."""
+    argv = ["--variants", "lcm", "--seeds", "0", "--out", str(tmp_path / "out"),
+            "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
+            "--set", "feed=numpy"] + [a for s in TINY for a in ("--set", s)]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _MAIN_WITHOUT_TENSORFLOW, *argv],
+        cwd=REPO,
+        env=dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = json.loads((tmp_path / "r.json").read_text())["default"]["runs"]
+    config = ablation.get_config()
+    ablation.apply_overrides(config, ["feed=numpy", *TINY])
+    spec = ablation.train_spec(config, "lcm", 0)
+    assert spec["feed"] == "numpy" and run["run"] == f"lcm-seed0-{ablation.key_of(spec)}"
+    assert all(0 <= jf <= 1 for scores in run["jf"].values() for jf in scores.values())
+    assert run["pgm"]["test_lookalike"]["frames"] > 0
+    assert not list((tmp_path / "out" / "data").glob("*/tfds"))  # nothing prepared for tf.data
 
 
 def test_the_default_feed_keeps_the_train_keys_of_runs_cached_before_the_feed_existed():

@@ -237,24 +237,6 @@ def test_the_numpy_feed_rejects_static_sets_in_one_line(prepared):
         pipeline.load_source(cfg)
 
 
-# As if TensorFlow and TFDS were not installed: the path finder does not find them (a finder
-# that raised instead would also break `importlib.util.find_spec("tensorflow")`, which etils
-# asks to learn whether TensorFlow is there).
-_BLOCK_TENSORFLOW = """
-import importlib.machinery, sys
-
-class WithoutTensorFlow(importlib.machinery.PathFinder):
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets"):
-            return None
-        return super().find_spec(name, path, target)
-
-sys.meta_path = [
-    WithoutTensorFlow if f is importlib.machinery.PathFinder else f for f in sys.meta_path
-]
-"""
-
 _TRAIN = """
 from lcm_jax import train
 from lcm_jax.configs import lcm
@@ -276,7 +258,7 @@ def test_training_with_the_numpy_feed_never_imports_tensorflow(prepared, tmp_pat
     raw, _ = prepared
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(
-        [sys.executable, "-c", _BLOCK_TENSORFLOW + _TRAIN, str(raw), str(tmp_path)],
+        [sys.executable, "-c", testing.WITHOUT_TENSORFLOW + _TRAIN, str(raw), str(tmp_path)],
         cwd=repo,
         env=dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0"),
         capture_output=True,
