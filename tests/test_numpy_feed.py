@@ -267,3 +267,22 @@ def test_training_with_the_numpy_feed_never_imports_tensorflow(prepared, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained without TensorFlow" in done.stdout
     assert not (tmp_path / "no_tfds").exists()
+
+
+def test_the_input_pipeline_benchmark_measures_both_feeds(tmp_path, capsys):
+    from benchmarks import input_pipeline as bench
+
+    argv = ["--workdir", str(tmp_path), "--feeds", "tf.data,numpy", "--pipeline_only",
+            "--batches", "1", "--num_videos", "2", "--num_frames", "6",
+            "--batch_size", "2"]  # fmt: skip
+    bench.main(argv)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    rows = [row for row in rows if row[0] in ("tf.data", "numpy")]
+    assert [tuple(row[:2]) for row in rows] == [
+        ("tf.data", "pretrain"),
+        ("tf.data", "main"),
+        ("tf.data", "sequence"),
+        ("numpy", "main"),
+        ("numpy", "sequence"),
+    ]
+    assert all(float(row[3]) > 0 and row[4] == "nan" for row in rows)
