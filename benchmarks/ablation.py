@@ -1,6 +1,6 @@
 """Table 4 on look-alikes: do PGM and ORM beat STM (GRM only) where only position tells?
 
-    python -m benchmarks.ablation                      # LCM and STM, seeds 0 1 2 (CPU, ~1 h)
+    python -m benchmarks.ablation                      # LCM and STM, seeds 0 1 2 (CPU, 78 min)
     python -m benchmarks.ablation --variants all --set feed=numpy  # the five Table 4 variants
                                                        # (GPU, no TensorFlow there)
     python -m benchmarks.ablation --name k2 --variants lcm --set model.pgm_top_k=2 \\
