@@ -12,6 +12,7 @@ nearest for labels, constant fill 0), blurs (pretrain) and colour-jitters the fr
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Sequence
 
 import ml_collections
@@ -116,7 +117,9 @@ def clip_batches(
     (and reads the records; `from_generator`, run by tf.data ahead of the consumer), tf.data
     decodes and warps them in parallel (`render_clip`, traced once), keeps their order and
     batches them. An error of the generator (e.g. DatasetError: no usable video) is raised
-    again as itself by the iterator.
+    again as itself by the iterator. Closing the iterator (or dropping it) first stops the
+    generator and drains what tf.data has in flight: a tf.data iterator destroyed while its
+    generator waits for the GIL, which the destroying thread holds, would hang forever.
 
     Args:
         source: records (`lcm_jax.input_pipeline.sources`); this process's shard.
@@ -126,13 +129,17 @@ def clip_batches(
     cfg = ml_collections.FrozenConfigDict(cfg)
     parallel = cfg.num_parallel_calls if cfg.num_parallel_calls > 0 else tf.data.AUTOTUNE
     failures = []  # what the generator raised: tf.data reports it as an OpError only
+    stop = threading.Event()  # set when the consumer closes: the generator ends
 
     def plans():
         stream = clips.plan_stream(
             source, cfg, seed=seed, start_index=start_index, process_index=process_index
         )
         try:
-            yield from (clips.plan_inputs(*item) for item in stream)
+            for item in stream:
+                if stop.is_set():
+                    return
+                yield clips.plan_inputs(*item)
         except Exception as e:
             failures.append(e)
             raise
@@ -140,8 +147,17 @@ def clip_batches(
     ds = tf.data.Dataset.from_generator(plans, output_signature=_input_signature(cfg))
     ds = ds.map(lambda e: render_clip(e, cfg), num_parallel_calls=parallel, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(cfg.prefetch)
+    batches = ds.as_numpy_iterator()
     try:
-        yield from ds.as_numpy_iterator()
+        yield from batches
+    except GeneratorExit:  # first: at interpreter exit `tf` may already be None
+        stop.set()
+        try:
+            for _ in batches:  # waits without the GIL, so the generator can see `stop` and end
+                pass
+        except Exception:  # nothing to save; at interpreter exit TF itself may be torn down
+            pass
+        raise
     except tf.errors.OpError:
         if failures:
             raise failures[0] from None
