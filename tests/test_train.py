@@ -21,7 +21,7 @@ from lcm_jax import checkpoints, losses, train
 from lcm_jax.configs import base
 from lcm_jax.configs import lcm as lcm_configs
 from lcm_jax.configs import model as model_configs
-from lcm_jax.input_pipeline import synthetic
+from lcm_jax.input_pipeline import synthetic, testing
 from lcm_jax.model import build_model, init_variables
 
 SIZE = 64
@@ -544,12 +544,12 @@ def test_every_input_mistake_ends_the_cli_with_one_line_and_status_2(tmp_path):
     assert os.listdir(tmp_path) == []  # no workdir, no data dir
 
 
-_WITHOUT_TENSORFLOW = """
+# No TensorFlow, as on a machine (the GPU image) that has none.
+_WITHOUT_TENSORFLOW = (
+    testing.WITHOUT_TENSORFLOW
+    + """
 import sys
 
-# No TensorFlow, as on a machine (the GPU image) that has none: importing it fails, and
-# importlib.util.find_spec says it is not installed.
-sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None
 import jax
 
 jax.config.update("jax_default_matmul_precision", "highest")  # as conftest.py
@@ -562,6 +562,7 @@ _, history = run(config, sys.argv[1], render_clips(1, seed=3))
 loaded = [m for m, v in sys.modules.items() if m.startswith("tensorflow") and v is not None]
 print("steps", [h["step"] for h in history], "tensorflow modules", loaded)
 """
+)
 
 
 def test_training_needs_no_tensorflow_when_fed_numpy_batches(tmp_path, compilation_cache):
