@@ -16,5 +16,14 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from lcm_jax.input_pipeline import testing  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """The tiny synthetic videos, prepared as TFDS sets once per test session."""
+    return testing.tiny_prepared(tmp_path_factory.getbasetemp())

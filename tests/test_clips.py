@@ -15,7 +15,6 @@ from lcm_jax.input_pipeline import (
     pipeline,
     sources,
     synthetic,
-    testing,
     tf_clips,
     tfds_sets,
     video_io,
@@ -23,11 +22,6 @@ from lcm_jax.input_pipeline import (
 from lcm_jax.input_pipeline.synthetic import OBJECT_COLOURS
 from lcm_jax.input_pipeline.tf_setup import tf
 from lcm_jax.input_pipeline.video_io import DatasetError
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory):
-    return testing.tiny_prepared(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

@@ -43,11 +43,6 @@ from lcm_jax.input_pipeline.video_io import DatasetError
 FRAME_ATOL = 1e-5
 
 
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory):
-    return testing.tiny_prepared(tmp_path_factory.getbasetemp())
-
-
 def _record(seed, height, width, num_frames=8):
     """An in-memory record of a synthetic video (PNG frames, so that both feeds decode the same
     pixels; grey PNG label maps)."""

@@ -19,11 +19,6 @@ from lcm_jax.input_pipeline import (
 from lcm_jax.input_pipeline.video_io import DatasetError
 
 
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory):
-    return testing.tiny_prepared(tmp_path_factory.getbasetemp())
-
-
 def _examples(builder, split):
     """Decoded examples (the sets are ArrayRecord files: read with random access)."""
     return [
