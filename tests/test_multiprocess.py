@@ -32,10 +32,10 @@ from lcm_jax import train
 from lcm_jax.configs import lcm
 from lcm_jax.input_pipeline import pipeline
 
-w = sys.argv[1]
+w, learning_rate = sys.argv[1], float(sys.argv[2])
 config = lcm.get_config("stage=main,data=synthetic,runlocal=True")
 config.data.manual_dir, config.data.data_dir = f"{w}/raw", f"{w}/tfds"
-config.optimizer.learning_rate = 1e-5  # the block's flag
+config.optimizer.learning_rate = learning_rate  # the block's flag
 
 def both_shares(seed, start_step, split):  # process 0's rows, then process 1's
     shares = [
@@ -58,6 +58,12 @@ def readme_block(first_line: str) -> str:
     blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
     (block,) = [b for b in blocks if b.startswith(first_line)]
     return block
+
+
+def flag(block: str, name: str) -> str:
+    """The value that `block` gives the flag --`name`."""
+    (value,) = re.findall(rf"--{re.escape(name)}=(\S+)", block)
+    return value
 
 
 def free_port() -> int:
@@ -121,15 +127,15 @@ def runs(tmp_path_factory):
     prepare = readme_block("# data for the two processes")
     subprocess.run(["bash", "-c", prepare], env=env, cwd=REPO, check=True, capture_output=True)
 
+    two = readme_block("# two processes on this machine")
     reference = subprocess.Popen(
-        [sys.executable, "-c", _REFERENCE, str(w)],
+        [sys.executable, "-c", _REFERENCE, str(w), flag(two, "config.optimizer.learning_rate")],
         env={**env, "XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count=4"},
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=(w / "reference.log").open("w"),
         text=True,
     )
-    two = readme_block("# two processes on this machine")
     first = launch(two, env, w / "first.log")
     checkpoint = w / "train" / "checkpoints" / "5"
     deadline = time.monotonic() + TIMEOUT_S
