@@ -67,6 +67,14 @@ def load_source(
             f"data {config.name!r} ({config.stage}) has no fully annotated held-out split; "
             f"use split 'train' (e.g. data.eval_split='train')"
         )
+    if config.feed == "numpy":
+        for dataset in datasets:
+            if dataset == "davis17" and config.davis_builder == "davis" or dataset == "static":
+                what = "tfds's own davis set" if dataset == "davis17" else "static image sets"
+                raise DatasetError(
+                    f"config.data.feed='numpy' reads DAVIS and YouTube-VOS folders, not {what} "
+                    f"(data {config.name!r}, stage {config.stage}); use feed='tf.data'"
+                )
     may_prepare = config.prepare_if_missing and prepare
     why_not = (
         "config.data.prepare_if_missing is False"
@@ -114,12 +122,6 @@ def load_source(
 
 def _folder_split(config, dataset: str, split: str, root: Path) -> Sequence:
     """The NumPy feed's records of `split` of `dataset`, read from its folder `root`."""
-    if dataset == "davis17" and config.davis_builder == "davis" or dataset == "static":
-        what = "tfds's own davis set" if dataset == "davis17" else "static image sets"
-        raise DatasetError(
-            f"config.data.feed='numpy' reads DAVIS and YouTube-VOS folders, not {what} "
-            f"(data {config.name!r}, stage {config.stage}); use feed='tf.data'"
-        )
     if dataset == "davis17":
         return folder_source.FolderSource.davis(root, split, config.davis_resolution)
     return folder_source.FolderSource.youtube(root, split)

@@ -223,10 +223,13 @@ def test_the_numpy_feed_gives_the_tf_data_batches_and_resumes(prepared, stage):
         np.testing.assert_array_equal(a["valid"], b["valid"])
 
 
-def test_the_numpy_feed_rejects_static_sets_in_one_line(prepared):
+def test_the_numpy_feed_rejects_static_sets_in_one_line_before_generating_data(prepared, tmp_path):
     cfg = _config(prepared, "pretrain", "numpy")
+    cfg.manual_dir = str(tmp_path / "raw")
+    assert cfg.prepare_if_missing  # synthetic data that is missing would be generated
     with pytest.raises(DatasetError, match=r"^config.data.feed='numpy' .* static image sets"):
         pipeline.load_source(cfg)
+    assert not (tmp_path / "raw").exists()
     cfg.feed = "torch"
     with pytest.raises(DatasetError, match=r"feed must be one of \('tf.data', 'numpy'\)"):
         pipeline.load_source(cfg)
