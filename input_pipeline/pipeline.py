@@ -150,6 +150,7 @@ def create_train_iterator(
     process_index: int | None = None,
     process_count: int | None = None,
     split: str = "train",
+    share: Sequence | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields host-local training batches forever.
 
@@ -162,6 +163,9 @@ def create_train_iterator(
             [s * batch_size, (s + 1) * batch_size).
         process_index, process_count: default jax.process_index() / jax.process_count().
         split: "train", or "val" for clips of the held-out videos (see `load_source`).
+        share: this process's records of `split` (`process_share`) when the caller opened them
+            already (the trainer opens each split once: the NumPy feed reads every video of a
+            folder to open it); by default they are opened here.
     Yields:
         {"frames": float32 [B, 3, H, W, 3] in [0, 1], "masks": float32 [B, 3, O, H, W] in
         {0, 1}, "valid": bool [B, O]} with (H, W) = data_config.crop, O = max_objects.
@@ -184,8 +188,10 @@ def create_train_iterator(
         from lcm_jax.input_pipeline.numpy_clips import clip_batches
     else:
         from lcm_jax.input_pipeline.tf_clips import clip_batches  # imports TensorFlow
+    if share is None:
+        share = process_share(data_config, split, process_index, process_count)
     batches = clip_batches(
-        process_share(data_config, split, process_index, process_count),
+        share,
         data_config,
         batch_size=batch_size,
         seed=seed,

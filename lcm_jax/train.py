@@ -272,15 +272,14 @@ def pipeline_batches(config: ml_collections.ConfigDict) -> Batches:
     config.batch_size // process_count clips a batch.
 
     Opens (and, on a single process, prepares when allowed) the training and eval splits now,
-    so that missing data is a ConfigError before anything is written.
+    once for the whole run, so that missing data is a ConfigError before anything is written.
     """
     from lcm_jax.input_pipeline import pipeline
 
     index, count = jax.process_index(), jax.process_count()
     splits = {"train", config.data.eval_split} if config.eval_every_steps else {"train"}
     try:
-        for split in sorted(splits):
-            pipeline.process_share(config.data, split, index, count)
+        shares = {s: pipeline.process_share(config.data, s, index, count) for s in sorted(splits)}
     except DatasetError as e:
         raise ConfigError(f"config.data: {e}") from e
 
@@ -294,6 +293,7 @@ def pipeline_batches(config: ml_collections.ConfigDict) -> Batches:
             process_index=index,
             process_count=count,
             split=split,
+            share=shares[split],
         )
 
     return batches

@@ -238,12 +238,26 @@ def test_the_numpy_feed_rejects_static_sets_in_one_line_before_generating_data(p
 _TRAIN = """
 from lcm_jax import train
 from lcm_jax.configs import lcm
+from lcm_jax.input_pipeline import folder_source
+
+opened = []  # the dataset split of each FolderSource made: each reads a whole folder split
+make = folder_source.FolderSource.__init__
+
+
+def counted(self, keys, read, split):
+    opened.append(split)
+    make(self, keys, read, split)
+
+
+folder_source.FolderSource.__init__ = counted
 
 config = lcm.get_config("stage=main,data=synthetic,runlocal=True")
 config.data.update(manual_dir=sys.argv[1], data_dir=sys.argv[2] + "/no_tfds", feed="numpy")
-config.update(num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=0)
+config.update(num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2)
 state, history = train.train_and_evaluate(config, sys.argv[2] + "/workdir")
-assert int(state["step"]) == 2 and len(history) == 2, history
+assert int(state["step"]) == 2 and "eval_loss" in history[-1], history
+# DAVIS train + YouTube-VOS train for training, DAVIS val for the eval loss: each once
+assert sorted(opened) == ["train", "train", "val"], opened
 assert not any(m.split(".")[0] in ("tensorflow", "tensorflow_datasets") for m in sys.modules)
 try:
     import tensorflow  # noqa: F401
