@@ -10,7 +10,10 @@ Layouts:
 - YouTube-VOS 2018/2019: `<root>/<split>/JPEGImages/<vid>/00000.jpg`,
   `<root>/<split>/Annotations/<vid>/00000.png` and `<root>/<split>/meta.json`
   (`{"videos": {vid: {"objects": {"1": {"category": str, "frames": ["00000", "00005", ...]}}}}}`);
-  in `valid` each object is annotated only on the first frame it appears in.
+  in `valid` each object is annotated only on the first frame it appears in. Those folders hold
+  every 5th frame of a video; every frame is in `<root>/all_frames/<split>_all_frames/JPEGImages/
+  <vid>/` (the layout STCN, XMem and Cutie use) or `<root>/<split>_all_frames/JPEGImages/<vid>/`
+  (the download unzipped), the frames of the same names being the same images.
 
 Frames come back as uint8 RGB `[H, W, 3]`, label maps as uint8 `[H, W]`.
 """
@@ -198,9 +201,29 @@ def youtube_meta(root: str | os.PathLike, split: str) -> dict:
     return meta
 
 
-def youtube_video(root: str | os.PathLike, split: str, vid: str) -> tuple[list[Path], list[Path]]:
-    """Sorted frame paths and annotation paths of one YouTube-VOS video (annotations sparse)."""
-    frames_dir = Path(root) / split / "JPEGImages" / vid
+def youtube_all_frames(root: str | os.PathLike, split: str) -> Path:
+    """The JPEGImages folder of every frame of a YouTube-VOS split (module docstring)."""
+    candidates = [
+        Path(root) / "all_frames" / f"{split}_all_frames" / "JPEGImages",
+        Path(root) / f"{split}_all_frames" / "JPEGImages",
+    ]
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    raise DatasetError(
+        f"YouTube-VOS has no folder of all frames of {split!r}: neither "
+        f"{os.fspath(candidates[0])!r} nor {os.fspath(candidates[1])!r} exists"
+    )
+
+
+def youtube_video(
+    root: str | os.PathLike, split: str, vid: str, frames_root: str | os.PathLike | None = None
+) -> tuple[list[Path], list[Path]]:
+    """Sorted frame paths and annotation paths of one YouTube-VOS video (annotations sparse).
+    The frames are those of `<frames_root>/<vid>` (e.g. `youtube_all_frames`), by default
+    `<root>/<split>/JPEGImages/<vid>`."""
+    frames_root = Path(root) / split / "JPEGImages" if frames_root is None else Path(frames_root)
+    frames_dir = frames_root / vid
     if not frames_dir.is_dir():
         raise DatasetError(f"YouTube-VOS frame folder {os.fspath(frames_dir)!r} does not exist")
     frames = _sorted_files(frames_dir, ".jpg")

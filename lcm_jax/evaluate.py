@@ -4,14 +4,19 @@
         --checkpoint demo_out/train/lcm/sequence --out results/davis_val
     python -m lcm_jax.evaluate --dataset youtube --root data/YouTube --split valid \\
         --checkpoint demo_out/train/lcm/sequence --out results/ytvos_valid
+    python -m lcm_jax.evaluate --dataset youtube --root data/YouTube --split valid --all_frames \\
+        --checkpoint demo_out/train/lcm/sequence --out results/ytvos_valid_all_frames
 
 The model is the one stored with the checkpoint (`--model paper|tiny` overrides it, and is
 needed for checkpoints written before configs were stored). DAVIS: `<out>/<seq>/<frame>.png`
 (the DAVIS toolkit's results layout), then J&F as the DAVIS 2017 toolkit computes it in
 `<out>/global_results-<split>.csv` and `<out>/per-sequence_results-<split>.csv`. YouTube-VOS:
 `<out>/Annotations/<vid>/<frame>.png` for the frames meta.json lists, and `<out>/submission.zip`
-for the evaluation server. Both: `<out>/confidence/<video>.csv`, with --soft the quantised
-probabilities (.npz), and `<out>/manifest.json` (checkpoint, model, options, data).
+for the evaluation server; with --all_frames the videos run through every frame (from
+`<root>/all_frames/valid_all_frames/JPEGImages`, STCN's, XMem's and Cutie's layout, or
+`<root>/valid_all_frames/JPEGImages`), not every 5th, as those evaluate, and the same frames are
+written. Both: `<out>/confidence/<video>.csv`, with --soft the quantised probabilities (.npz),
+and `<out>/manifest.json` (checkpoint, model, options, data).
 
 An interrupted run, started again with the same arguments, keeps the finished videos; into a
 folder of another run's results (another checkpoint, options or data) it stops and says what
@@ -62,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sequences", nargs="*", default=None, help="only these videos (default: the split)"
     )
+    parser.add_argument(
+        "--all_frames",
+        action="store_true",
+        help="YouTube-VOS: segment every frame (from <root>/all_frames/<split>_all_frames/"
+        "JPEGImages, or <root>/<split>_all_frames/JPEGImages), not every 5th, and write the "
+        "frames meta.json lists, as STCN, XMem and Cutie evaluate",
+    )
     cli.add_model_flags(parser)
     cli.add_inference_flags(parser)
     parser.add_argument(
@@ -94,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.all_frames and args.dataset != "youtube":
+        raise ValueError("--all_frames is for YouTube-VOS; DAVIS's folders hold every frame")
     distributed.initialize(
         args.coordinator_address, args.num_processes, args.process_id, args.initialization_timeout
     )
@@ -101,7 +115,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.dataset == "davis":
         split = splits.list_davis(args.root, split_name, args.resolution, args.sequences)
     else:
-        split = splits.list_youtube(args.root, split_name, args.sequences)
+        split = splits.list_youtube(args.root, split_name, args.sequences, args.all_frames)
     segmenter = Segmenter.from_checkpoint(args.checkpoint, cli.inference_options(args), args.model)
     result = evaluation.evaluate(
         segmenter,

@@ -5,8 +5,10 @@ name); so do the Python snippets of the README's section on the Predictor and on
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -86,10 +88,16 @@ def run_quietly(argv: list[str], folder: Path, env: dict, what: str) -> None:
 
 def test_the_documented_commands_run_as_written(tmp_path):
     commands = documented_commands()
-    # segment (from the first frame, from frame 3), evaluate (DAVIS, YouTube-VOS), convert x3
-    assert len(commands) == 7, commands
+    # segment (from the first frame, from frame 3), evaluate (DAVIS, YouTube-VOS every 5th and
+    # all frames), convert x3
+    assert len(commands) == 8, commands
     synthetic.generate(tmp_path / "data", num_videos=4, num_frames=6, height=64, width=64,
                        seed=1, progress=False)  # fmt: skip
+    # all frames of YouTube-VOS valid in STCN's layout: here the same as the every-5th folder
+    # (tests/test_evaluate.py runs folders with frames in between)
+    youtube = tmp_path / "data" / "YouTube"
+    shutil.copytree(youtube / "valid" / "JPEGImages",
+                    youtube / "all_frames" / "valid_all_frames" / "JPEGImages")  # fmt: skip
     training_workdir(tmp_path / "demo_out" / "train" / "lcm" / "sequence")
     frames, labels = synthetic_video(seed=3, num_frames=6)
     video_io.spawn_ffmpeg_without_fork()
@@ -107,13 +115,20 @@ def test_the_documented_commands_run_as_written(tmp_path):
     assert len(list(from_3.glob("*.png"))) == 6 and (from_3 / "overlay.mp4").is_file()
     np.testing.assert_array_equal(video_io.read_label_png(from_3 / "00003.png"), labels[3])
     assert (tmp_path / "results" / "davis_val" / "global_results-val.csv").is_file()
-    assert (tmp_path / "results" / "ytvos_valid" / "submission.zip").is_file()
+    every_5th = zipped(tmp_path / "results" / "ytvos_valid" / "submission.zip")
+    all_frames = zipped(tmp_path / "results" / "ytvos_valid_all_frames" / "submission.zip")
+    assert every_5th and all_frames == every_5th  # the same frames here, so the same masks
     assert checkpoints.load_model_config(tmp_path / "resnet50")["backbone"] == "resnet50"
     stm = checkpoints.load_model_config(tmp_path / "stm")
     assert (stm["backbone"], stm["use_pgm"], stm["use_orm"]) == ("resnet50", False, False)
     state_dict = torch.load(tmp_path / "stm.pth", weights_only=True)
     assert "decoder.pred2.bias" in state_dict
     assert not any(k.startswith(("pgm.", "orm.")) for k in state_dict)
+
+
+def zipped(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as z:
+        return {name: z.read(name) for name in z.namelist()}
 
 
 # what a snippet leaves behind, into the file its argv names (`state` is the Predictor's)

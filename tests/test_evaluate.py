@@ -168,6 +168,70 @@ def test_youtube_run_writes_exactly_the_frames_meta_lists_and_zips_annotations(
     assert set(np.unique(first)) <= {0, 1}
 
 
+def test_youtube_all_frames_runs_through_every_frame_and_writes_the_listed_ones(
+    tmp_path, checkpoint, capsys
+):
+    frames, labels = synthetic_video(seed=31, num_frames=11)
+    every = [f"{t:05d}" for t in range(11)]
+    listed = every[::5]  # 00000 00005 00010: what valid/JPEGImages and meta.json hold
+
+    def youtube(root, frames_dir):
+        for t, name in enumerate(every):
+            video_io.write_frame(frames_dir / "v1" / f"{name}.jpg", frames[t])
+            if name in listed and frames_dir != root / "valid" / "JPEGImages":
+                video_io.write_frame(
+                    root / "valid" / "JPEGImages" / "v1" / f"{name}.jpg", frames[t]
+                )
+        video_io.write_label_png(root / "valid" / "Annotations" / "v1" / "00000.png", labels[0])
+        objects = {str(k): {"category": "x", "frames": listed} for k in (1, 2)}
+        (root / "valid" / "meta.json").write_text(
+            json.dumps({"videos": {"v1": {"objects": objects}}})
+        )
+        return ["--dataset", "youtube", "--root", str(root), "--checkpoint", str(checkpoint)]
+
+    def written(out):
+        folder = out / "Annotations" / "v1"
+        assert sorted(p.stem for p in folder.iterdir()) == listed
+        return {n: video_io.read_label_png(folder / f"{n}.png") for n in listed}
+
+    # STCN's layout, and the download unzipped: both give the results of a valid folder that
+    # held every frame
+    stcn = tmp_path / "stcn"
+    args = youtube(stcn, stcn / "all_frames" / "valid_all_frames" / "JPEGImages")
+    assert evaluate.main(args + ["--all_frames", "--out", str(tmp_path / "all")]) == 0
+    unzipped = tmp_path / "unzipped"
+    more = youtube(unzipped, unzipped / "valid_all_frames" / "JPEGImages")
+    assert evaluate.main(more + ["--all_frames", "--out", str(tmp_path / "unzipped_all")]) == 0
+    dense = tmp_path / "dense"
+    dense_args = youtube(dense, dense / "valid" / "JPEGImages")
+    assert evaluate.main(dense_args + ["--out", str(tmp_path / "dense_out")]) == 0
+    expected = written(tmp_path / "dense_out")
+    for out in ("all", "unzipped_all"):
+        for name, labels_written in written(tmp_path / out).items():
+            np.testing.assert_array_equal(labels_written, expected[name], err_msg=name)
+    # without --all_frames the same video runs through 3 frames, and gives other masks
+    assert evaluate.main(args + ["--out", str(tmp_path / "every5")]) == 0
+    sparse = written(tmp_path / "every5")
+    assert any((sparse[n] != expected[n]).any() for n in listed[1:])
+
+    # the manifest names the frames: results of every 5th frame are not taken for all frames
+    capsys.readouterr()
+    assert evaluate.main(args + ["--out", str(tmp_path / "all")]) == 2
+    frames_dir = stcn / "all_frames" / "valid_all_frames" / "JPEGImages"
+    assert f'data.frames: "{frames_dir}" -> (none)' in capsys.readouterr().err
+    # no folder of all frames, or DAVIS: one line, exit 2, nothing written
+    assert evaluate.main(dense_args + ["--all_frames", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: YouTube-VOS has no folder of all frames of 'valid': neither ")
+    assert f"{dense}/all_frames/valid_all_frames/JPEGImages" in err and err.count("\n") == 1
+    davis = ["--dataset", "davis", "--root", str(dense), "--all_frames"]
+    assert (
+        evaluate.main(davis + ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "d")]) == 2
+    )
+    assert "--all_frames is for YouTube-VOS" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists() and not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize("batch", [1, 8])
 def test_bad_videos_fail_with_the_file_named_and_the_others_go_on(
     tmp_path, checkpoint, capsys, batch

@@ -89,23 +89,32 @@ def youtube_frames(meta: Mapping, vid: str) -> frozenset[str]:
     return frozenset(str(frame) for obj in objects for frame in obj["frames"])
 
 
-def list_youtube(root: str | os.PathLike, split: str, names: Sequence[str] | None = None) -> Split:
+def list_youtube(
+    root: str | os.PathLike,
+    split: str,
+    names: Sequence[str] | None = None,
+    all_frames: bool = False,
+) -> Split:
     """The videos of `<split>/meta.json` (or `names`) of a YouTube-VOS folder, each wanting the
-    frames meta.json lists for it."""
+    frames meta.json lists for it. With `all_frames`, a video's frames are all its frames
+    (`video_io.youtube_all_frames`; `data["frames"]` names their folder), not every 5th; the
+    wanted frames and the annotations stay those of `<split>/`."""
     root = Path(root).absolute()
     _require_folder(root, "YouTube-VOS")
     meta = video_io.youtube_meta(root, split)
+    frames_root = video_io.youtube_all_frames(root, split) if all_frames else None
     videos, unlisted = [], []
     for vid in names or sorted(meta["videos"]):
         try:
             if vid not in meta["videos"]:
                 raise video_io.DatasetError(f"video {vid!r} is not in {split}/meta.json")
-            frames, annotations = video_io.youtube_video(root, split, vid)
+            frames, annotations = video_io.youtube_video(root, split, vid, frames_root)
             wanted = youtube_frames(meta, vid)
             missing = sorted(wanted - {p.stem for p in frames})
             if missing:
                 raise video_io.DatasetError(
-                    f"meta.json lists frames {missing[:3]} of {vid!r} that JPEGImages lacks"
+                    f"meta.json lists frames {missing[:3]} of {vid!r} that "
+                    f"{os.fspath(frames[0].parent)!r} lacks"
                 )
         except video_io.DatasetError as e:
             unlisted.append((vid, str(e)))
@@ -113,4 +122,6 @@ def list_youtube(root: str | os.PathLike, split: str, names: Sequence[str] | Non
         folder = root / split / "Annotations" / vid
         videos.append(VideoFiles(vid, tuple(frames), tuple(annotations), folder, wanted))
     data = {"dataset": "youtube", "root": os.fspath(root), "split": split}
+    if frames_root is not None:
+        data["frames"] = os.fspath(frames_root)
     return Split(data, tuple(videos), tuple(unlisted))
