@@ -1,10 +1,13 @@
 """Table 4 on look-alikes: do PGM and ORM beat STM (GRM only) where only position tells?
 
     python -m benchmarks.ablation                      # LCM and STM, seeds 0 1 2 (CPU, 78 min)
-    python -m benchmarks.ablation --variants all --set feed=numpy  # the five Table 4 variants
-                                                       # (GPU, no TensorFlow there)
-    python -m benchmarks.ablation --name k2 --variants lcm --set model.pgm_top_k=2 \\
-        --set eval.sets=val                            # a candidate choice, validation only
+    python -m benchmarks.ablation --variants all --seeds 0,1,2 --name table4_cpu
+                                                       # the five Table 4 variants (CPU; LCM
+                                                       # and STM come from the cache)
+    python -m benchmarks.ablation --variants all --name table4_gpu --set feed=numpy
+                                                       # the same on a GPU (no TensorFlow there)
+    python -m benchmarks.ablation --name k2 --variants lcm --seeds 0 \\
+        --set eval.sets=val --set model.pgm_top_k=2    # a candidate choice, validation only
 
 1. Data (`input_pipeline.lookalikes`, NumPy only): 192×192 videos of one target and two
    identical look-alikes that pass near and across it (occluding it, and occluded by it), and a

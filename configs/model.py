@@ -3,8 +3,9 @@
 Every **[choice]** of `shared/design/lcm-spec.md` is a field here.
 
     from lcm_jax.configs import model
+    from lcm_jax.model import build_model
     cfg = model.get_config("paper")   # or "tiny"
-    net = lcm_jax.model.build_model(cfg)
+    net = build_model(cfg)
 """
 
 import ml_collections
