@@ -1,6 +1,7 @@
 """The segment, evaluate, convert and export commands of the README and of the CLIs' docstrings
 run as written, in a folder laid out as they assume (after `make demo`, with the weights they
-name); so do the Python snippets of the README's section on the Predictor and on serving."""
+name); so do the Python snippets of the README's sections on the Predictor and on serving, on
+the model and on the PyTorch reference."""
 
 import os
 import pickle
@@ -12,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import imageio.v3 as iio
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import torch
@@ -199,3 +201,45 @@ def test_the_serving_section_runs_as_written(tmp_path):
     assert len(served["labels"]) == 6
     np.testing.assert_array_equal(served["labels"][0], labels[0])
     assert set(np.unique(np.stack(served["labels"])).tolist()) <= {0, 1, 2}
+
+
+# what a model snippet leaves behind, into the file its argv names
+KEEP_MODEL = """
+import pickle as _pickle
+import sys as _sys
+_kept = {_k: globals()[_k] for _k in ("logits", "report", "variables") if _k in globals()}
+with open(_sys.argv[1], "wb") as _f:
+    _pickle.dump(_kept, _f)
+"""
+
+
+def test_the_model_and_comparison_snippets_run_as_written(tmp_path):
+    sections = ("What LCM is", "Weights and the PyTorch reference")
+    blocks = [
+        [t for lang, t in BLOCK.findall(readme_section(s)) if lang == "python"] for s in sections
+    ]
+    assert [len(b) for b in blocks] == [1, 1]
+    # XLA's default optimisation, as users run (at level 0 the tiny model's float32 logits
+    # differ from PyTorch's by 7.6e-5 relative, 4.3e-6 at the default)
+    env = {**command_env(tmp_path), "XLA_FLAGS": ""}
+    kept = []
+    for i, (text,) in enumerate(blocks):
+        out = tmp_path / f"snippet{i}.pkl"
+        run_quietly([sys.executable, "-c", text + KEEP_MODEL, str(out)], tmp_path, env, text)
+        kept.append(pickle.loads(out.read_bytes()))
+    # The clip's logits: frames 1 and 2, background + 3 object slots, at the frames' size; the
+    # two unused slots get no probability (soft aggregation leaves invalid objects out).
+    logits = np.asarray(kept[0]["logits"], np.float64)
+    assert logits.shape == (1, 2, 4, 64, 96) and np.isfinite(logits).all()
+    probs = np.exp(logits - logits.max(axis=2, keepdims=True))
+    probs /= probs.sum(axis=2, keepdims=True)
+    assert probs[:, :, 2:].max() == 0 and probs[:, :, 1].max() > 0.5
+    # The comparison: a row for each parameter's gradient; values within 1e-5 of their largest
+    # entry, gradients within 1e-4 of the largest gradient (what the README says under it).
+    report, variables = kept[1]["report"], kept[1]["variables"]
+    grads = [row for name, row in report.rows.items() if name.startswith("grad.")]
+    values = [row for name, row in report.rows.items() if not name.startswith("grad.")]
+    assert len(grads) == len(jax.tree.leaves(variables["params"])) and "clip.logits" in report.rows
+    assert 0 < max(row.rel_err for row in values) < 1e-5
+    largest = max(row.max_abs_ref for row in grads)
+    assert 0 < max(row.max_abs_err for row in grads) < 1e-4 * largest

@@ -391,7 +391,7 @@ def flax_to_torch(variables: Mapping, template: Mapping[str, torch.Tensor]) -> d
             mismatched.append(f"{'/'.join(col_path)}: {list(a.shape)} -> {key} {list(want)}")
             out[key] = None  # reported as mismatched, not as missing
             continue
-        out[key] = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32))
+        out[key] = torch.from_numpy(np.array(t, np.float32))  # a copy: JAX's arrays are read-only
     for key, value in template.items():
         if key.endswith("num_batches_tracked"):
             out[key] = torch.zeros_like(value)
