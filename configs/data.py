@@ -17,6 +17,7 @@ feed reads the folders in manual_dir as they are) with
 """
 
 import os
+import tempfile
 
 import ml_collections
 
@@ -52,9 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # valid/, meta.json), static/ (image/mask sets). data_dir is the TFDS data dir with the
     # prepared (ArrayRecord) builders.
     home = os.path.expanduser("~")
-    if name == "synthetic":
-        c.manual_dir = "/tmp/lcm_synthetic/raw"
-        c.data_dir = "/tmp/lcm_synthetic/tfds"
+    if name == "synthetic":  # in the temporary folder ($TMPDIR, else /tmp)
+        c.manual_dir = os.path.join(tempfile.gettempdir(), "lcm_synthetic", "raw")
+        c.data_dir = os.path.join(tempfile.gettempdir(), "lcm_synthetic", "tfds")
     else:
         c.manual_dir = os.path.join(home, "data", "vos")
         c.data_dir = os.path.join(home, "tensorflow_datasets")

@@ -21,10 +21,11 @@ Score a trained workdir on DAVIS 2017 val (J&F):
   python -m lcm_jax.evaluate --dataset davis --root data/DAVIS --split val \
       --checkpoint $W/sequence --out results/davis_val
 
-A quick local run on synthetic videos (CPU, minutes):
+A quick local run on synthetic videos (CPU, a minute; the videos are generated in
+$TMPDIR/lcm_synthetic, else /tmp/lcm_synthetic, when missing):
 
   python -m lcm_jax.main --config configs/lcm.py:stage=main,data=synthetic,runlocal=True \
-      --workdir /tmp/lcm_local
+      --workdir $W/local
 
 Step counts follow the paper's epochs at batch 8 [choice]: pretrain 10 epochs over ~130k
 images (ECSSD + MSRA10K + COCO) = 160k steps; main 200 epochs and sequence 50 epochs of one

@@ -1,7 +1,7 @@
 r"""Command line for training: flags in, `train.train_and_evaluate(config, workdir)` out.
 
   python -m lcm_jax.main --config configs/lcm.py:stage=main,data=synthetic,runlocal=True \
-      --workdir /tmp/lcm_local [--config.batch_size=16 ...]
+      --workdir $W/local [--config.batch_size=16 ...]
 
 Several processes (a TPU pod slice, SLURM or Open MPI tasks, or processes started by hand) run
 the same command; `lcm_jax.distributed.initialize` joins them, with the settings from the flags

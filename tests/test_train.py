@@ -319,55 +319,56 @@ def _losses_in_events(workdir) -> dict[int, list[float]]:
     return out
 
 
-def test_a_run_killed_after_its_second_checkpoint_resumes_with_the_same_losses(tmp_path):
-    steps = 8  # checkpoints at 2, 4 (the kill), 6, 8: the run is still going when 4 lands
-    data_dir = tmp_path / "data"
+def quick_local_run() -> str:
+    """The "quick local run" command of configs/lcm.py's docstring, continuation lines joined."""
+    match = re.search(
+        r"^ *(python -m lcm_jax\.main .*runlocal=True \\\n.*)$", lcm_configs.__doc__, re.M
+    )
+    return re.sub(r"\\\n\s*", "", match.group(1))
+
+
+def test_the_quick_local_run_as_written_resumes_after_a_kill_with_the_same_losses(tmp_path):
+    # The documented command, in its folder $W and with the synthetic videos it generates in
+    # $TMPDIR: 10 steps, checkpoints at 5 (the kill) and 10, an eval at each.
+    command = ["bash", "-c", quick_local_run()]
+    assert "--workdir $W/local" in command[-1]
     env = dict(
         os.environ,
-        # One CPU device (the subprocesses are about resuming, not sharding), compiled 4x faster.
+        PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",  # `python`: this one
+        TMPDIR=str(tmp_path / "tmp"),
+        # One CPU device (the runs are about resuming, not sharding), compiled 4x faster.
         XLA_FLAGS="--xla_backend_optimization_level=0",
         JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
-
-    def command(workdir):
-        return [
-            sys.executable, "-m", "lcm_jax.main",
-            "--config", "configs/lcm.py:stage=main,data=synthetic,runlocal=True",
-            f"--workdir={workdir}",
-            f"--config.num_train_steps={steps}",
-            "--config.checkpoint_every_steps=2",
-            "--config.eval_every_steps=0",
-            f"--config.data.manual_dir={data_dir / 'raw'}",
-            f"--config.data.data_dir={data_dir / 'tfds'}",
-            "--config.data.synthetic.num_videos=2",
-            "--config.data.synthetic.num_frames=6",
-        ]  # fmt: skip
-
+    (tmp_path / "tmp").mkdir()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    reference = tmp_path / "reference"
-    subprocess.run(command(reference), env=env, cwd=repo, check=True, capture_output=True)
-    expected = _losses_in_events(reference)
-    assert sorted(expected) == list(range(1, steps + 1))
+    reference = {**env, "W": str(tmp_path / "reference")}
+    subprocess.run(command, env=reference, cwd=repo, check=True, capture_output=True)
+    assert (tmp_path / "tmp" / "lcm_synthetic" / "raw" / "DAVIS").is_dir()  # generated there
+    expected = _losses_in_events(tmp_path / "reference" / "local")
+    assert sorted(expected) == list(range(1, 11))
 
-    workdir = tmp_path / "killed"
+    killed = {**env, "W": str(tmp_path / "killed")}
+    workdir = tmp_path / "killed" / "local"
     proc = subprocess.Popen(
-        command(workdir), env=env, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    second = workdir / "checkpoints" / "4"
-    while not second.is_dir() and proc.poll() is None:
+        command, env=killed, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: bash and the run are killed together
+    )  # fmt: skip
+    first = workdir / "checkpoints" / "5"
+    while not first.is_dir() and proc.poll() is None:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     restarted = subprocess.run(
-        command(workdir), env=env, cwd=repo, check=True, capture_output=True, text=True
+        command, env=killed, cwd=repo, check=True, capture_output=True, text=True
     )
     resumed_at = re.search(r"Resuming from \S+ at step (\d+)", restarted.stderr)
-    assert resumed_at and int(resumed_at.group(1)) >= 4
+    assert resumed_at and int(resumed_at.group(1)) >= 5
 
     found = _losses_in_events(workdir)
-    assert sorted(found) == list(range(1, steps + 1))
+    assert sorted(found) == list(range(1, 11))
     for step, values in found.items():
         assert values == expected[step] * len(values), step
 
