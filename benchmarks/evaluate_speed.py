@@ -82,6 +82,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=4, help="--batch_videos of the batched mode")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
+    if args.frames - min(args.videos - 1, 2) < 3:  # the generator shows each object 3 times
+        p.error("--frames: every video needs 3 frames or more (--frames minus 0, 1 or 2)")
 
     config = dict(model_configs.get_config(args.model))
     variables = jax.jit(lambda key: init_variables(config, key))(jax.random.key(0))

@@ -2,6 +2,7 @@
 
     python -m benchmarks.jf_speed                      # data in /tmp/jf_speed (written once)
     python -m benchmarks.jf_speed --old --check        # + ours before issue 13, + equality checks
+    python -m benchmarks.jf_speed --sequences 1 --repeats 1  # a quick check, in /tmp/jf_speed_1
 
 Writes a synthetic DAVIS-size results folder at 480p×854 (`--data`, reused when there):
 30 sequences of 34 to 104 frames (2,010 in all), 1 to 3 objects each: star-shaped blobs that
@@ -9,6 +10,8 @@ move, turn and change shape, later ones drawn over earlier ones; the "results" a
 blobs a few pixels off in position, size and shape, now and then lost for a frame or joined by
 a small false blob (J ≈ 0.88, F ≈ 0.93). Layout: `<data>/davis/Annotations/480p/<seq>/*.png`,
 `<data>/davis/ImageSets/2017/val.txt`, `<data>/results/<seq>/*.png` (indexed PNGs).
+`--sequences N` writes and scores only the first N of the 30 (a quick check of the script, not
+a measurement; default `--data` /tmp/jf_speed_N).
 
 Times each scorer as its own command in a fresh Python process, `--repeats` times interleaved:
 wall seconds of the command and of the scoring call inside it, and CPU seconds (user + system)
@@ -157,17 +160,18 @@ def old_evaluate_sequence(gt_labels: np.ndarray, pred_labels: np.ndarray):
 # --- The folder --------------------------------------------------------------------------
 
 
-def write_folder(data: Path, seed: int = 0) -> list[str]:
-    """Writes (once) the synthetic DAVIS folder and results under `data`; the sequence names."""
+def write_folder(data: Path, seed: int = 0, lengths: tuple[int, ...] = LENGTHS) -> list[str]:
+    """Writes (once) the synthetic DAVIS folder and results under `data`, one sequence of each
+    length; the sequence names."""
     from lcm_jax.input_pipeline import video_io
 
-    names = [f"seq{i:02d}" for i in range(len(LENGTHS))]
+    names = [f"seq{i:02d}" for i in range(len(lengths))]
     stamp = data / "complete.json"
-    want = {"seed": seed, "lengths": LENGTHS, "size": [HEIGHT, WIDTH]}
+    want = {"seed": seed, "lengths": lengths, "size": [HEIGHT, WIDTH]}
     if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(want)):
         return names
-    print(f"writing {sum(LENGTHS)} frames into {data} ...", file=sys.stderr)
-    for i, (name, length) in enumerate(zip(names, LENGTHS, strict=True)):
+    print(f"writing {sum(lengths)} frames into {data} ...", file=sys.stderr)
+    for i, (name, length) in enumerate(zip(names, lengths, strict=True)):
         gt, pred = synthetic_sequence(seed * 1000 + i, length)
         for t in range(length):
             video_io.write_label_png(data / "davis/Annotations/480p" / name / f"{t:05d}.png", gt[t])
@@ -335,11 +339,21 @@ def check_vosb(ours: dict, python: str, data: Path) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("/tmp/jf_speed"))
+    parser.add_argument(
+        "--data", type=Path, help="default: /tmp/jf_speed (/tmp/jf_speed_N with --sequences N)"
+    )
     parser.add_argument(
         "--workers", type=int, nargs="*", help="ours' process counts (default: 1 and the default)"
     )
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--sequences",
+        type=int,
+        default=len(LENGTHS),
+        choices=range(1, len(LENGTHS) + 1),
+        metavar="N",
+        help=f"only the first N of the {len(LENGTHS)} sequences (a quick check)",
+    )
     parser.add_argument("--old", action="store_true", help="also time ours before issue 13")
     parser.add_argument("--check", action="store_true", help="per-frame equality checks")
     parser.add_argument("--vosb-python", default="/tmp/vosb-venv/bin/python")
@@ -347,7 +361,10 @@ def main(argv=None) -> None:
     parser.add_argument("--child-workers", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    names = [f"seq{i:02d}" for i in range(len(LENGTHS))]
+    lengths = LENGTHS[: args.sequences]
+    quick = "" if args.sequences == len(LENGTHS) else f"_{args.sequences}"
+    args.data = args.data or Path(f"/tmp/jf_speed{quick}")
+    names = [f"seq{i:02d}" for i in range(len(lengths))]
     if args.child == "ours":
         print(json.dumps(child_ours(args.data, names, args.child_workers or None)))
         return
@@ -357,8 +374,8 @@ def main(argv=None) -> None:
 
     from lcm_jax.metrics import report
 
-    names = write_folder(args.data)
-    frames = sum(LENGTHS)
+    names = write_folder(args.data, lengths=lengths)
+    frames = sum(lengths)
     default = report.default_workers(frames, len(names))
     workers = args.workers or sorted({1, default})
     vosb = vosb_available(args.vosb_python)
@@ -367,6 +384,7 @@ def main(argv=None) -> None:
     subreaper = become_subreaper()
     load = os.getloadavg()[0]
     me = [sys.executable, "-m", "benchmarks.jf_speed", "--data", str(args.data)]
+    me += ["--sequences", str(args.sequences)]
     commands = {}
     for w in workers:
         commands[f"ours, workers={w}"] = [*me, "--child", "ours", "--child-workers", str(w)]

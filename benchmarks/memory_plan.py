@@ -1,7 +1,8 @@
 """Paper-size memory plans: the bytes one device needs for the ResNet-50 train step of each stage.
 
     python benchmarks/memory_plan.py                        # the plan on this machine's backend
-    python benchmarks/memory_plan.py --dtype float32 --run  # also run one step of each stage
+    python benchmarks/memory_plan.py --dtype float32 --run  # also run two steps of each stage
+    python benchmarks/memory_plan.py --runlocal --run --stages main  # a quick check (tiny model)
 
 For each stage of `configs/lcm.py` (pretrain: 384x384 crops, Adam; main: 384x640, Adam;
 sequence: 384x640, SGD), compiles `lcm_jax.train.make_train_step` for one device holding
@@ -19,6 +20,9 @@ The plan is the backend's: run the command on the accelerator you mean to rent t
 compiles, it does not train; seconds on a GPU). With --run, each stage also runs two steps
 (batch 1 unless --per_device_batch) and reports the second one's time and the process's peak
 resident memory. Each stage runs in a fresh process. The batch is NumPy: no TensorFlow needed.
+--stages plans only the stages named (default: all three). --runlocal plans the config's
+`runlocal=True` instead (the tiny model, ResNet-18 x 1/8, on 64x64 crops, float32): seconds on
+a CPU, a check that the script runs, not a plan.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from lcm_jax.configs.data import STAGES  # noqa: E402
 GB = 1e9
 
 
-def measure(stage: str, per_device_batch: int, dtype: str, run: bool) -> dict:
+def measure(
+    stage: str, per_device_batch: int, dtype: str, run: bool, runlocal: bool = False
+) -> dict:
     """The memory plan of one stage's train step (and, with `run`, two steps' timing)."""
     import jax
     import numpy as np
@@ -47,7 +53,7 @@ def measure(stage: str, per_device_batch: int, dtype: str, run: bool) -> dict:
     from lcm_jax.configs import lcm as lcm_configs
     from lcm_jax.model import build_model, init_variables
 
-    config = lcm_configs.get_config(f"stage={stage}")
+    config = lcm_configs.get_config(f"stage={stage},runlocal={runlocal}")
     config.model.dtype = dtype or config.model.dtype
     net = build_model(config.model)
     tx, schedule = train.make_optimizer(config)
@@ -105,14 +111,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per_device_batch", type=int, default=1)
     parser.add_argument("--dtype", default="", help="compute dtype (default: the config's)")
     parser.add_argument("--run", action="store_true", help="also run two steps of each stage")
+    parser.add_argument(
+        "--runlocal", action="store_true", help="the tiny model on 64x64 crops (a quick check)"
+    )
+    parser.add_argument(
+        "--stages", nargs="+", choices=STAGES, default=STAGES, help="the stages (default: all)"
+    )
     parser.add_argument("--stage", choices=STAGES, help="one stage, in this process (JSON out)")
     args = parser.parse_args(argv)
     if args.stage:
-        print(json.dumps(measure(args.stage, args.per_device_batch, args.dtype, args.run)))
+        print(
+            json.dumps(
+                measure(args.stage, args.per_device_batch, args.dtype, args.run, args.runlocal)
+            )
+        )
         return 0
     rows = []
-    for stage in STAGES:
-        command = [sys.executable, __file__, "--stage", stage, *(argv or sys.argv[1:])]
+    for stage in args.stages:
+        command = [
+            sys.executable,
+            __file__,
+            "--stage",
+            stage,
+            *(sys.argv[1:] if argv is None else argv),
+        ]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"backend: {rows[0]['backend']}; GB = 1e9 bytes")

@@ -64,7 +64,7 @@ def timed(fn, iters: int, sync) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--backbone", default="resnet50")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--skip", choices=("segment", "train"), action="append", default=[])
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
 
