@@ -145,7 +145,10 @@ def clip_batches(
             raise
 
     ds = tf.data.Dataset.from_generator(plans, output_signature=_input_signature(cfg))
-    ds = ds.map(lambda e: render_clip(e, cfg), num_parallel_calls=parallel, deterministic=True)
+    # Python control flow in render_clip is on the config only: no AutoGraph conversion, which
+    # would write its generated code to files in the temporary folder (left there by a killed run).
+    render = tf.autograph.experimental.do_not_convert(lambda e: render_clip(e, cfg))
+    ds = ds.map(render, num_parallel_calls=parallel, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(cfg.prefetch)
     batches = ds.as_numpy_iterator()
     try:

@@ -2,6 +2,9 @@
 
 import io
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -252,6 +255,30 @@ def test_one_tf_data_pipeline_serves_a_whole_stream_that_resumes_at_any_clip(vid
     resumed = _take(videos, cfg, 10, batch_size=2, start_index=30)
     for key in ("frames", "masks", "valid", "frame_indices", "video_index"):
         np.testing.assert_array_equal(whole[key][30:], resumed[key])
+
+
+_FIRST_BATCH = """
+import os, sys, tempfile
+from lcm_jax.configs import data as data_configs
+from lcm_jax.input_pipeline import tf_clips, tfds_sets
+cfg = data_configs.get_config("synthetic,sequence,tiny")
+cfg.color_jitter = True
+source = tfds_sets.TfdsSource(tfds_sets.get_builder("davis17", sys.argv[1]), "train")
+next(tf_clips.clip_batches(source, cfg, batch_size=2, seed=0))
+print(sorted(os.listdir(tempfile.gettempdir())))
+"""
+
+
+def test_the_tf_data_feed_writes_no_file_in_the_temporary_folder(prepared, tmp_path):
+    # AutoGraph would write the code it generates there (removed at exit, left by a killed
+    # run); a fresh process, since AutoGraph converts a function once per process.
+    _, data_dir = prepared
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_BATCH, str(data_dir)],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def test_processes_read_disjoint_videos(videos):
