@@ -21,6 +21,9 @@ Output under `out_dir`:
 
 CLI:
     python -m lcm_jax.input_pipeline.synthetic --out /tmp/lcm_synth --num_videos 8 --num_frames 24
+
+A bad flag (a value outside `RANGES`, an --out that is a file) is one line "error: ..." on stderr
+with exit status 2, before anything is written (`lcm_jax.cli`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +292,46 @@ def write_davis_sequence(
         video_io.write_label_png(davis / "Annotations/480p" / seq / f"{t:05d}.png", labels[t])
 
 
+# The allowed ranges (low, high; None: unbounded) of `generate`'s arguments and of the
+# `Difficulty` knobs the CLI sets; the CLI's flags are named as they are.
+RANGES = {
+    "num_videos": (1, None),
+    "num_frames": (3, None),
+    "height": (16, None),
+    "width": (16, None),
+    "seed": (0, None),
+    "num_static": (0, None),
+    "max_objects": (1, len(OBJECT_COLOURS)),
+    "num_distractors": (0, None),
+}
+
+
+def check_arguments(prefix: str = "", **values: int | None) -> None:
+    """Raises ValueError "<prefix><name> must be ..., got <value>" for the first of `values`
+    (names of `RANGES`) outside its range; None values are skipped (their defaults)."""
+    for name, value in values.items():
+        low, high = RANGES[name]
+        if value is None or (low <= value and (high is None or value <= high)):
+            continue
+        allowed = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{prefix}{name} must be {allowed}, got {value}")
+
+
+def check_output_folder(path: str | os.PathLike, flag: str) -> None:
+    """Raises ValueError naming `flag` and `path` unless `path` is a folder, or can be created
+    as one (its nearest existing ancestor is a writable folder). Nothing is created."""
+    target = Path(path).absolute()
+    for folder in (target, *target.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            where = "is" if folder == target else f"is under {str(folder)!r},"
+            raise ValueError(f"{flag} {str(path)!r} {where} a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {str(path)!r}: {str(folder)!r} is not writable")
+        return
+
+
 def _num_val(num_videos: int, val_fraction: float) -> int:
     return min(num_videos - 1, max(1, round(num_videos * val_fraction))) if num_videos > 1 else 0
 
@@ -316,12 +360,17 @@ def generate(
         difficulty: the generator's knobs (`Difficulty`).
     Returns:
         Path(out_dir).
+    Raises:
+        ValueError naming the first argument outside its `RANGES`, before anything is written.
     """
-    if num_videos < 1 or num_frames < 3 or height < 16 or width < 16:
-        raise ValueError(
-            f"need num_videos >= 1, num_frames >= 3 and frames >= 16x16, got {num_videos}, "
-            f"{num_frames}, {height}x{width}"
-        )
+    check_arguments(
+        num_videos=num_videos,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        seed=seed,
+        num_static=num_static,
+    )
     out = Path(out_dir)
     num_static = 2 * num_videos if num_static is None else num_static
     n_val = _num_val(num_videos, val_fraction)
@@ -401,8 +450,14 @@ def generate(
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    """The CLI; returns its exit status (`lcm_jax.cli`: 2 and one line "error: ..." on stderr
+    for a bad flag, before anything is written)."""
+    from lcm_jax import cli  # imports JAX, which the generator itself does not need
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lcm_jax.input_pipeline.synthetic", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num_videos", type=int, default=8, help="videos per layout")
     parser.add_argument("--num_frames", type=int, default=24)
@@ -413,6 +468,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_objects", type=int, default=Difficulty.max_objects)
     parser.add_argument("--num_distractors", type=int, default=Difficulty.num_distractors)
     args = parser.parse_args(argv)
+    return cli.run(lambda: _generate(args))
+
+
+def _generate(args: argparse.Namespace) -> int:
+    check_arguments("--", **{name: getattr(args, name) for name in RANGES})
+    check_output_folder(args.out, "--out")
     out = generate(
         args.out,
         num_videos=args.num_videos,
@@ -424,7 +485,8 @@ def main(argv: list[str] | None = None) -> None:
         difficulty=Difficulty(max_objects=args.max_objects, num_distractors=args.num_distractors),
     )
     print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
