@@ -146,9 +146,37 @@ def test_cli_writes_the_three_layouts(tmp_path):
     assert len(list((tmp_path / "s/static/masks").glob("*.png"))) == 4
 
 
+def test_cli_rejects_each_bad_flag_in_one_line_before_writing_anything(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    cases = [  # (flags, what the error names)
+        (["--num_videos", "0"], "--num_videos"),
+        (["--num_frames", "2"], "--num_frames"),
+        (["--height", "4"], "--height"),
+        (["--max_objects", "0"], "--max_objects"),
+        (["--num_distractors", "-1"], "--num_distractors"),
+        (["--num_static", "-3"], "--num_static"),  # was accepted
+        (["--out", str(a_file)], str(a_file)),
+        (["--out", str(a_file / "sub")], str(a_file / "sub")),
+    ]
+    small = ["--num_videos", "1", "--num_frames", "3", "--height", "16", "--width", "16"]
+    cmd = [sys.executable, "-m", "lcm_jax.input_pipeline.synthetic", "--out", str(tmp_path / "out")]
+    for flags, named in cases:  # one at a time: the first bad flag stops the run
+        run = subprocess.run(cmd + small + flags, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, (flags, run.stderr)
+        assert "Traceback" not in run.stderr, flags
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], flags
+        assert run.stdout == "", flags
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
+    assert a_file.read_text() == "mine"
+
+
 def test_bad_generator_arguments_are_rejected():
     with pytest.raises(ValueError, match="num_frames"):
         synthetic.generate("/nonexistent", num_videos=1, num_frames=2)
+    with pytest.raises(ValueError, match="num_static must be >= 0, got -3"):
+        synthetic.generate("/nonexistent", num_static=-3)
     with pytest.raises(ValueError, match="max_objects"):
         Difficulty(max_objects=6)
 
