@@ -10,8 +10,12 @@ reads the same records from the folders (`folder_source`) and never imports this
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import ml_collections
@@ -38,11 +42,35 @@ BUILDERS = {
 }
 
 
+_TEMPDIR_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _own_tempdir() -> Iterator[None]:
+    """Points `tempfile` at a folder of its own for the block, and removes that folder after.
+
+    TFDS (4.9) leaves an empty /tmp/tmp*tfds folder behind each time it creates the builder of a
+    set that is not prepared yet: `DatasetInfo.initialize_from_bucket` calls `tempfile.mkdtemp`
+    before it learns that GCS lookups are disabled, and never removes it; no builder option
+    skips the call. `tempfile.tempdir` is process-wide: the lock keeps the blocks of different
+    threads from restoring each other's folder."""
+    with _TEMPDIR_LOCK:
+        previous = tempfile.tempdir
+        folder = tempfile.mkdtemp(prefix="lcm_jax_tfds_")
+        tempfile.tempdir = folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def get_builder(dataset: str, data_dir: str, config: ml_collections.ConfigDict | None = None):
     """The TFDS builder of `dataset` ("davis17" | "youtube" | "static") in `data_dir`."""
     if dataset not in BUILDERS:
         raise ValueError(f"dataset must be one of {sorted(BUILDERS)}, got {dataset!r}")
-    return BUILDERS[dataset](config, data_dir)
+    with _own_tempdir():  # no /tmp/tmp*tfds folder left behind
+        return BUILDERS[dataset](config, data_dir)
 
 
 def prepare_builder(builder: tfds.core.DatasetBuilder, manual_dir: str | Path) -> None:
