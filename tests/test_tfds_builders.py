@@ -2,7 +2,10 @@
 bad folders fail with an error naming the file."""
 
 import io
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,6 @@ from PIL import Image
 
 from lcm_jax.input_pipeline import (
     davis,
-    prepare,
     static_images,
     testing,
     tfds_sets,
@@ -220,12 +222,58 @@ def test_tfds_davis_examples_convert_to_the_shared_format():
     np.testing.assert_array_equal(converted["first_frames"], [1])
 
 
-def test_prepare_cli_builds_a_set_in_the_data_dir(prepared, tmp_path):
+def _prepare_cli(flags, tmpdir):
+    """Runs the prepare CLI with `flags` and TMPDIR=`tmpdir`; returns the CompletedProcess."""
+    # TensorFlow 2.21 logs "oneDNN custom operations are on" at import (twice, whatever
+    # TF_CPP_MIN_LOG_LEVEL says); without oneDNN it is silent, and stderr holds only our lines.
+    env = dict(os.environ, TMPDIR=str(tmpdir), TF_ENABLE_ONEDNN_OPTS="0")
+    cmd = [sys.executable, "-m", "lcm_jax.input_pipeline.prepare", *flags]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_prepare_cli_builds_a_set_in_the_data_dir_and_leaves_no_temporary_folder(
+    prepared, tmp_path
+):
     raw, _ = prepared
-    argv = ["--dataset", "static", "--manual_dir", str(raw / "static"), "--data_dir", str(tmp_path)]
-    prepare.main(argv)
-    builder = tfds_sets.get_builder("static", str(tmp_path))
+    tmpdir = tmp_path / "tmp"  # TFDS used to leave an empty tmp*tfds folder here per builder
+    tmpdir.mkdir()
+    flags = ["--dataset", "static", "--manual_dir", str(raw / "static")]
+    run = _prepare_cli([*flags, "--data_dir", str(tmp_path / "tfds")], tmpdir)
+    assert run.returncode == 0, run.stderr
+    assert list(tmpdir.iterdir()) == []
+    builder = tfds_sets.get_builder("static", str(tmp_path / "tfds"))
     assert builder.is_prepared()
     assert builder.info.splits["train"].num_examples == testing.TINY["num_static"]
-    with pytest.raises(ValueError, match="--dataset"):
-        prepare.main(["--dataset", "davis16", "--manual_dir", "x", "--data_dir", "y"])
+
+
+def test_prepare_cli_rejects_bad_flags_and_missing_folders_in_one_line_before_writing(
+    prepared, tmp_path
+):
+    raw, _ = prepared
+    partial = tmp_path / "partial"  # DAVIS/ and static/, no YouTube/
+    partial.mkdir()
+    for sub in ("DAVIS", "static"):
+        (partial / sub).symlink_to(raw / sub)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    data_dir = tmp_path / "tfds"
+    cases = [  # (flags, what the error names)
+        (["--dataset", "bogus"], "--dataset"),
+        (["--dataset", "davis17", "--resolution", "720p"], "--resolution"),
+        (["--dataset", "youtube", "--version", "2017"], "--version"),
+        (["--dataset", "static", "--data_dir", str(a_file)], str(a_file)),
+        # the DAVIS set was written before the missing YouTube/ was found
+        (["--dataset", "synthetic", "--manual_dir", str(partial)], str(partial / "YouTube")),
+    ]
+    for flags, named in cases:  # the flags after the common ones win
+        run = _prepare_cli(["--manual_dir", str(raw), "--data_dir", str(data_dir), *flags], tmpdir)
+        assert run.returncode == 2, (flags, run.stderr)
+        assert "Traceback" not in run.stderr, flags
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], flags
+        assert run.stdout == "", flags
+    assert not data_dir.exists()
+    assert a_file.read_text() == "mine"
+    assert list(tmpdir.iterdir()) == []
