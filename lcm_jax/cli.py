@@ -5,7 +5,8 @@ Exit statuses:
   1    some videos failed; each is listed on stderr with its message, the others were written.
   2    an input that cannot be used, as one line "error: ..." on stderr before anything is
        segmented: a bad flag, a missing checkpoint, data folder, frames or mask, a --model that
-       does not fit the weights, an output folder holding another run's results.
+       does not fit the weights, an output folder holding another run's results, a file or
+       folder that cannot be read or written (the line names it and says why).
   130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM. Temporary files are removed; the same
        command resumes.
 
@@ -21,7 +22,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 
-from lcm_jax import checkpoints
+from lcm_jax import checkpoints, files
 from lcm_jax.inference.engine import InferenceOptions
 
 EXIT_OK = 0
@@ -31,8 +32,9 @@ EXIT_SIGINT = 128 + signal.SIGINT
 EXIT_SIGTERM = 128 + signal.SIGTERM
 # What a command's inputs raise: DatasetError, CheckpointError, ManifestError, DistributedError
 # and ConversionError are ValueErrors; a missing checkpoint is a FileNotFoundError, an output
-# that appeared meanwhile a FileExistsError.
-INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+# that appeared meanwhile a FileExistsError, an unreadable checkpoint or an output under a file
+# or in a folder without write permission another OSError.
+INPUT_ERRORS = (ValueError, OSError)
 
 
 class Terminated(KeyboardInterrupt):
@@ -100,6 +102,12 @@ def report_failures(failures: Sequence[tuple[str, str]]) -> int:
     return EXIT_FAILED
 
 
+def error_line(error: Exception) -> str:
+    """The line "error: ..." of an input error: its message, or for an OSError of the system
+    (whose str is "[Errno 20] Not a directory: 'PATH'") the path and the reason."""
+    return f"error: {files.describe(error) if isinstance(error, OSError) else error}"
+
+
 def run(body: Callable[[], int]) -> int:
     """Runs a command's body: SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main
     thread, warnings print as one line, and the statuses of the module docstring."""
@@ -110,7 +118,7 @@ def run(body: Callable[[], int]) -> int:
             warnings.showwarning = _print_warning
             return body()
     except INPUT_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt as e:
         what = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"

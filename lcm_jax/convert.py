@@ -110,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--from and --to must differ")
     if args.src_format == "orbax" and args.layout != "lcm":
         parser.error("--from orbax writes the 'lcm' layout only")
-    if args.output.exists():
-        parser.error(f"output {args.output} already exists; refusing to overwrite it")
-    files.remove_temporaries(args.output.parent, args.output.name)
 
     def body() -> int:
+        if args.output.exists():
+            raise FileExistsError(f"output {args.output} already exists; refusing to overwrite it")
+        files.check_writable(args.output, folder=args.dst_format == "orbax")
+        files.remove_temporaries(args.output.parent, args.output.name)
         if args.src_format == "torch":
             cfg = dict(model_configs.get_config(args.model or "paper"))
             cfg = torch_to_orbax(args.input, args.output, args.layout, cfg, args.seed)

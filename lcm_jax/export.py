@@ -212,7 +212,7 @@ def write(path: str | os.PathLike, program: bytes, meta: dict, variables, memory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lcm_jax import checkpoints, cli  # the exporting side needs the model code
+    from lcm_jax import checkpoints, cli, files  # the exporting side needs the model code
 
     parser = argparse.ArgumentParser(
         prog="python -m lcm_jax.export", description=__doc__.split("\n\n")[0]
@@ -233,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ExportError(f"--platforms: unknown {unknown or platforms}; use cpu,cuda,tpu")
         if min(args.height, args.width, args.objects) < 1:
             raise ExportError("--height, --width and --objects must be >= 1")
+        if os.path.isdir(args.out):
+            raise ExportError(f"--out {args.out} is a folder; name the file to write (model.jax)")
+        files.check_writable(args.out)  # before the minutes of compiling
         model_config, variables = checkpoints.load_model(args.checkpoint, args.model)
         program, meta, var_leaves, mem_leaves = export_step(
             model_config,
@@ -246,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         path = write(args.out, program, meta, var_leaves, mem_leaves)
     except cli.INPUT_ERRORS as e:  # CheckpointError and ExportError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
+        print(cli.error_line(e), file=sys.stderr)
         return cli.EXIT_INPUT
     print(
         f"wrote {path}: {args.width}x{args.height}, {meta['objects']} object slots, "

@@ -6,6 +6,8 @@
     with atomic_dir(path) as tmp:                # a directory the block creates (Orbax)
         checkpointer.save(tmp, variables)
     remove_temporaries(folder)                   # what a killed run (SIGKILL) left behind
+    check_writable(path)                         # before the work: the error writing would give
+    describe(error)                              # an OSError as "PATH: reason", for error lines
 
 Each output is first written to a temporary sibling named `.<stem>.<8 hex>.tmp<suffix>` (the
 suffix kept, so that writers that read the format off the name still work) and renamed into
@@ -20,6 +22,7 @@ No TensorFlow, no JAX: the data generators, the inference outputs and the checkp
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -39,12 +42,73 @@ def is_temporary(path: str | os.PathLike) -> bool:
     return _TEMPORARY.match(Path(path).name) is not None
 
 
+def _os_error(code: int, path: str | os.PathLike) -> OSError:
+    """The OSError (its subclass for `code`) that the system raises for `path`."""
+    return OSError(code, os.strerror(code), os.fspath(path))
+
+
+def _make_parents(path: Path) -> None:
+    """Creates the folders above `path`; NotADirectoryError naming `path` when one of them is a
+    file (mkdir would say "File exists" of that file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as e:
+        raise _os_error(errno.ENOTDIR, path) from e
+
+
+def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
+    """Raises the OSError that writing the output `path` (a file, or a folder when `folder`)
+    would raise, so that a command fails before its work: NotADirectoryError when a folder above
+    `path` (or the folder `path`) is a file, IsADirectoryError when the file `path` is a folder,
+    PermissionError when the folder it is created in (or the folder `path`) is not writable.
+    Reads only."""
+    path = Path(path)
+    if path.is_dir():
+        if not folder:
+            raise _os_error(errno.EISDIR, path)
+        where = path
+    elif path.exists():  # a file
+        if folder:
+            raise _os_error(errno.ENOTDIR, path)
+        where = path.absolute().parent
+    else:
+        where = next(p for p in path.absolute().parents if p.exists())  # "/" at least
+        if not where.is_dir():
+            raise _os_error(errno.ENOTDIR, path)
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise _os_error(errno.EACCES, path)
+
+
+def describe(error: OSError) -> str:
+    """An OSError as one line "PATH: reason" ("out/sub: Not a directory (out is a file)"); its
+    message when it names no path (this codebase's own, e.g. "no checkpoint at PATH")."""
+    if error.filename is None or not error.strerror:
+        return str(error)
+    where = os.fsdecode(error.filename)
+    if error.filename2 is not None:
+        where += f" -> {os.fsdecode(error.filename2)}"
+    reason = error.strerror
+    if error.errno == errno.ENOTDIR:
+        above = _file_above(Path(os.fsdecode(error.filename)))
+        reason += f" ({above} is a file)" if above else ""
+    return f"{where}: {reason}"
+
+
+def _file_above(path: Path) -> Path | None:
+    """The first existing path above `path` when it is a file, else None."""
+    try:
+        above = next((p for p in path.parents if p.exists()), None)
+        return above if above is not None and not above.is_dir() else None
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields an empty temporary file next to `path` (parents created) to write; renames it to
     `path` when the block ends without an exception, removes it otherwise."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parents(path)
     while True:
         tmp = _temporary_name(path)
         try:
@@ -67,7 +131,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     ends without an exception. The temporary directory (with whatever a writer put beside its
     output, as Orbax's own temporaries) is removed either way."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parents(path)
     holder = _temporary_name(path)
     holder.mkdir(0o777)
     try:

@@ -442,3 +442,17 @@ def test_load_variables_names_a_missing_or_foreign_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(checkpoints.CheckpointError, match="neither variables"):
         checkpoints.load_variables(tmp_path / "empty")
+
+
+def test_cli_output_that_exists_or_lies_under_a_file_is_one_line_before_reading(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    missing = tmp_path / "never_read.pth"  # the output is checked first
+    assert run_cli("--from", "torch", "--to", "orbax", missing, tmp_path / "afile") == 2
+    assert capsys.readouterr().err == (
+        f"error: output {tmp_path / 'afile'} already exists; refusing to overwrite it\n"
+    )  # without argparse's usage text
+    for out in (tmp_path / "afile" / "ck", tmp_path / "afile" / "sub" / "ck"):
+        assert run_cli("--from", "torch", "--to", "orbax", missing, out) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {out}: Not a directory ({tmp_path / 'afile'} is a file)\n"
+    assert sorted(os.listdir(tmp_path)) == ["afile"]

@@ -1,5 +1,6 @@
 """The exported step: written by the CLI, run by a process that has no flax and no model code."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -102,3 +103,20 @@ def test_a_file_for_cuda_loads_on_a_gpu_where_jax_names_the_backend_gpu(
         r"--platforms cuda\)",
     ):
         export.load(cpu_only)
+
+
+def test_an_output_that_is_a_folder_or_under_a_file_is_one_line_before_loading(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    argv = ["--checkpoint", str(tmp_path / "nothing"), "--height", "32", "--width", "32",
+            "--objects", "1"]  # fmt: skip
+    assert export.main([*argv, "--out", str(tmp_path / "adir")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {tmp_path / 'adir'} is a folder; name the file to write (model.jax)\n"
+    )
+    out = tmp_path / "afile" / "model.jax"
+    assert export.main([*argv, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out}: Not a directory ({tmp_path / 'afile'} is a file)\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["adir", "afile"] and not os.listdir(tmp_path / "adir")

@@ -70,3 +70,39 @@ def test_remove_temporaries_takes_only_what_a_killed_writer_left(tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == sorted(left)
     remaining = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     assert remaining == sorted(kept + ["seq"])
+
+
+def test_check_writable_raises_what_writing_would_and_describe_names_the_path(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    files.check_writable(tmp_path / "new" / "deeper" / "out.csv")  # parents are created
+    files.check_writable(tmp_path / "afile")  # a file is replaced
+    files.check_writable(tmp_path / "adir", folder=True)  # a folder is written into
+    cases = [
+        (tmp_path / "afile" / "sub" / "out.csv", False, NotADirectoryError),
+        (tmp_path / "afile", True, NotADirectoryError),
+        (tmp_path / "adir", False, IsADirectoryError),
+    ]
+    for path, folder, error in cases:
+        with pytest.raises(error) as e:
+            files.check_writable(path, folder=folder)
+        assert e.value.filename == str(path)
+    under = tmp_path / "afile" / "sub" / "out.csv"
+    with pytest.raises(NotADirectoryError) as e:
+        files.check_writable(under)
+    assert files.describe(e.value) == f"{under}: Not a directory ({tmp_path / 'afile'} is a file)"
+    inside = tmp_path / "afile" / "out.csv"  # mkdir itself says "File exists" of afile
+    with pytest.raises(NotADirectoryError) as e:
+        files.write_text(inside, "x")
+    assert files.describe(e.value) == f"{inside}: Not a directory ({tmp_path / 'afile'} is a file)"
+    with pytest.raises(NotADirectoryError), files.atomic_dir(inside):
+        pass
+    assert files.describe(FileNotFoundError("no checkpoint at X")) == "no checkpoint at X"
+    # root may write anywhere, so the permission check is seen through os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: path != tmp_path / "adir")
+    with pytest.raises(PermissionError) as e:
+        files.check_writable(tmp_path / "adir" / "out.csv")
+    assert files.describe(e.value) == f"{tmp_path / 'adir' / 'out.csv'}: Permission denied"
+    assert sorted(os.listdir(tmp_path)) == ["adir", "afile"]  # check_writable reads only

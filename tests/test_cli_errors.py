@@ -1,0 +1,49 @@
+"""The commands' input errors: one line "error: ..." naming the path, status 2, no traceback,
+nothing written."""
+
+import os
+
+import pytest
+from test_inference_support import save_tiny_checkpoint, synthetic_video
+
+from lcm_jax import cli, segment
+from lcm_jax.input_pipeline import video_io
+
+
+def test_an_os_error_is_one_line_naming_the_path_and_the_file_in_the_way(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert cli.run(lambda: (tmp_path / "afile" / "sub").mkdir()) == cli.EXIT_INPUT
+    afile = tmp_path / "afile"
+    assert capsys.readouterr().err == f"error: {afile}/sub: Not a directory ({afile} is a file)\n"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(13, "Permission denied", "/data/ckpt/_METADATA"),
+        IsADirectoryError(21, "Is a directory", "out"),
+    ],
+)
+def test_permission_and_directory_errors_are_input_errors(error, capsys):
+    def body():
+        raise error
+
+    assert cli.run(body) == cli.EXIT_INPUT
+    assert capsys.readouterr().err == f"error: {error.filename}: {error.strerror}\n"
+
+
+def test_segment_into_a_folder_under_a_file_is_one_line_and_writes_nothing(tmp_path, capsys):
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt")
+    frames, labels = synthetic_video(seed=50, num_frames=5)
+    for t, frame in enumerate(frames):
+        video_io.write_frame(tmp_path / "frames" / f"{t:05d}.png", frame)
+    video_io.write_label_png(tmp_path / "mask.png", labels[0])
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub"
+    argv = ["--frames", str(tmp_path / "frames"), "--mask", str(tmp_path / "mask.png"),
+            "--checkpoint", str(checkpoint), "--out", str(out)]  # fmt: skip
+    assert segment.main(argv) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err == f"error: {out}: Not a directory ({tmp_path / 'afile'} is a file)\n"
+    assert (tmp_path / "afile").read_text() == "x"
+    assert sorted(os.listdir(tmp_path)) == ["afile", "ckpt", "frames", "mask.png"]
