@@ -47,3 +47,15 @@ def test_segment_into_a_folder_under_a_file_is_one_line_and_writes_nothing(tmp_p
     assert err == f"error: {out}: Not a directory ({tmp_path / 'afile'} is a file)\n"
     assert (tmp_path / "afile").read_text() == "x"
     assert sorted(os.listdir(tmp_path)) == ["afile", "ckpt", "frames", "mask.png"]
+
+
+def test_a_shorter_side_below_16_is_one_line_before_anything_is_read_or_written(tmp_path, capsys):
+    argv = ["--frames", str(tmp_path / "frames"), "--mask", str(tmp_path / "mask.png"),
+            "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")]  # fmt: skip
+    for value in ("0", "-8"):
+        assert segment.main([*argv, "--shorter_side", value]) == cli.EXIT_INPUT
+        err = capsys.readouterr().err
+        assert (
+            err == f"error: shorter_side must be >= 16 (the model's stride) or None, got {value}\n"
+        )
+    assert os.listdir(tmp_path) == []

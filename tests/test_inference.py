@@ -70,6 +70,13 @@ def test_padding_puts_half_the_difference_on_top_left_and_crops_back():
     assert padding.internal_size(61, 70, None) == (61, 70)
 
 
+@pytest.mark.parametrize("shorter_side", [0, -8, 15])
+def test_an_internal_size_below_the_models_stride_is_refused_by_the_options(shorter_side):
+    with pytest.raises(ValueError, match=f"shorter_side must be >= 16 .*got {shorter_side}"):
+        InferenceOptions(shorter_side=shorter_side)
+    assert InferenceOptions(shorter_side=16).shorter_side == 16
+
+
 def test_merging_groups_is_stm_soft_aggregation_over_all_objects():
     rng = np.random.default_rng(0)
     p = rng.uniform(0.01, 0.99, (2, 4, 3, 5))  # [streams, objects, H, W]

@@ -77,6 +77,11 @@ class InferenceOptions:
                 f"max_memory_frames must be >= 2 (a kept frame and t - 1) or None, got "
                 f"{self.max_memory_frames}"
             )
+        if self.shorter_side is not None and self.shorter_side < padding.MULTIPLE:
+            raise ValueError(
+                f"shorter_side must be >= {padding.MULTIPLE} (the model's stride) or None, got "
+                f"{self.shorter_side}"
+            )
 
     @property
     def streams(self) -> int:
