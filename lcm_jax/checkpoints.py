@@ -117,12 +117,25 @@ def load_model_config(path: str | os.PathLike) -> dict | None:
     stored."""
     where, root = _locate(path)
     if root is None:
-        file = where / MODEL_CONFIG_FILE
-        return json.loads(file.read_text()) if file.is_file() else None
-    item = where / MODEL_CONFIG_ITEM
-    if not item.is_dir():
-        return None
-    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(item)
+        source = where / MODEL_CONFIG_FILE
+        if not source.is_file():
+            return None
+        read = lambda: json.loads(source.read_text())  # noqa: E731
+    else:
+        source = where / MODEL_CONFIG_ITEM
+        if not source.is_dir():
+            return None
+        read = lambda: ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(source)  # noqa: E731
+    try:
+        config = read()
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"{source} is not valid JSON (damaged?): {e}") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{source} holds a JSON {type(config).__name__}, not a model config (an object of "
+            "configs/model.py's fields); damaged?"
+        )
+    return config
 
 
 def checkpoint_step(path: str | os.PathLike) -> int | None:

@@ -456,3 +456,24 @@ def test_cli_output_that_exists_or_lies_under_a_file_is_one_line_before_reading(
         err = capsys.readouterr().err
         assert err == f"error: {out}: Not a directory ({tmp_path / 'afile'} is a file)\n"
     assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("[1, 2]", "holds a JSON list, not a model config"),
+        ("garbage{", "is not valid JSON (damaged?): Expecting value: line 1 column 1"),
+    ],
+)
+def test_a_damaged_stored_model_config_is_one_line_naming_its_file(
+    tmp_path, capsys, content, expected
+):
+    checkpoints.save_variables(tmp_path / "ck", small_variables(), tiny_config())
+    file = tmp_path / "ck" / checkpoints.MODEL_CONFIG_FILE
+    file.write_text(content)
+    with pytest.raises(checkpoints.CheckpointError, match=r"model_config\.json"):
+        checkpoints.load_model_config(tmp_path / "ck")
+    assert cli.main(["--from", "orbax", "--to", "torch", str(tmp_path / "ck"),
+                     str(tmp_path / "out.pth")]) == 2  # fmt: skip
+    assert capsys.readouterr().err.startswith(f"error: {file} {expected}")
+    assert not (tmp_path / "out.pth").exists()
