@@ -403,17 +403,48 @@ def load_init_from(
         raise CheckpointError(f"{path!r} does not exist")
     try:
         if path.endswith(".pth"):
-            import torch  # only for this branch: torch is an optional dependency
-
             from lcm_jax.interop import convert
 
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
             variables = convert.torch_to_flax(
-                state_dict, fresh_variables(), layout="torchvision", source=path
+                load_torch_state_dict(path), fresh_variables(), layout="torchvision", source=path
             )
         else:
             variables = load_variables(path)
     except ValueError as e:  # CheckpointError, ConversionError: they list what is wrong
         raise CheckpointError(f"{path!r} cannot be used: {e}") from e
+    except OSError as e:  # an unreadable file or folder
+        raise CheckpointError(f"{path!r} cannot be used: {files.describe(e)}") from e
     check_matches(abstract_variables, variables, repr(path))
     return jax.tree.map(np.asarray, dict(variables))
+
+
+def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The state_dict in the `.pth` file at `path` as NumPy arrays: `torch.load(weights_only=True)`,
+    then `lcm_jax.interop.convert.clean_state_dict`. A file that is missing or unreadable
+    raises its OSError; one that is truncated, not a torch file, holds other Python objects or
+    is no state_dict raises ConversionError (a ValueError) naming the file."""
+    import pickle
+
+    import torch  # torch is an optional dependency: only .pth files need it
+
+    from lcm_jax.interop import convert
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise convert.ConversionError(
+            f"{path}: holds Python objects other than tensors, refused by "
+            f"torch.load(weights_only=True): {str(e).splitlines()[0]}"
+        ) from e
+    except OSError:
+        raise
+    except Exception as e:  # torch raises many types for foreign files (KeyError for text)
+        detail = (str(e).splitlines() or [""])[0]
+        raise convert.ConversionError(
+            f"{path}: cannot be read as a torch checkpoint (truncated or not a .pth file): "
+            f"{type(e).__name__}: {detail}"
+        ) from e
+    return convert.clean_state_dict(obj, str(path))

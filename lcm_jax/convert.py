@@ -20,9 +20,7 @@ that cannot be used (one line "error: ...").
 """
 
 import argparse
-import pickle
 import sys
-import zipfile
 from pathlib import Path
 
 import jax
@@ -37,31 +35,13 @@ from lcm_jax.model import init_variables
 SWITCHES = ("use_grm", "use_pgm", "use_orm", "orm_shared_g")
 
 
-def load_state_dict(path: Path) -> dict:
-    """torch.load(weights_only=True) with clear errors for missing, truncated or foreign files."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise convert.ConversionError(
-            f"{path}: holds Python objects other than tensors, refused by "
-            f"torch.load(weights_only=True): {str(e).splitlines()[0]}"
-        ) from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise convert.ConversionError(
-            f"{path}: cannot be read as a torch checkpoint (truncated or not a .pth file): {e}"
-        ) from e
-    return convert.clean_state_dict(obj, str(path))
-
-
 def _print_config(cfg: dict) -> None:
     print("model config: " + ", ".join(f"{k}={cfg[k]}" for k in ("backbone", "width", *SWITCHES)))
 
 
 def torch_to_orbax(src: Path, dst: Path, layout: str, cfg: dict, seed: int = 0) -> dict:
     """Converts the state_dict at `src` into an Orbax directory `dst`; returns the config used."""
-    sd = load_state_dict(src)
+    sd = checkpoints.load_torch_state_dict(src)
     if layout == "lcm":
         cfg.update(convert.infer_switches(sd))
         template = convert.abstract_variables(cfg)

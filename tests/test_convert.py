@@ -257,7 +257,9 @@ class NotATensor:
     pass
 
 
-@pytest.mark.parametrize("case", ["truncated", "pickled_object", "non_tensor", "other_arch"])
+@pytest.mark.parametrize(
+    "case", ["truncated", "text", "pickled_object", "non_tensor", "other_arch"]
+)
 def test_cli_bad_input_is_a_clear_error_and_leaves_no_output(tmp_path, capsys, case):
     src = tmp_path / "in.pth"
     sd = tl.build_torch_model(tiny_config()).state_dict()
@@ -265,6 +267,9 @@ def test_cli_bad_input_is_a_clear_error_and_leaves_no_output(tmp_path, capsys, c
         torch.save(sd, src)
         src.write_bytes(src.read_bytes()[:4000])
         expected = "truncated or not a .pth file"
+    elif case == "text":
+        src.write_text("hello\n")  # was a KeyError traceback
+        expected = "cannot be read as a torch checkpoint (truncated or not a .pth file): KeyError"
     elif case == "pickled_object":
         src.write_bytes(pickle.dumps({"model": NotATensor()}))
         expected = "objects other than tensors"

@@ -257,6 +257,40 @@ def test_a_torchvision_state_dict_initialises_both_encoders(initial_variables, t
     _assert_trees_close(fresh["params"]["decoder"], state["params"]["decoder"], atol=0)
 
 
+class _NotATensor:
+    pass
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("text", "cannot be read as a torch checkpoint (truncated or not a .pth file): KeyError"),
+        ("truncated", "cannot be read as a torch checkpoint (truncated or not a .pth file)"),
+        ("pickled_object", "holds Python objects other than tensors"),
+        ("tensor", "expected a state_dict (a mapping of names to tensors), got Tensor"),
+    ],
+)
+def test_an_init_from_pth_that_is_no_state_dict_names_the_file(tmp_path, case, expected):
+    import pickle
+
+    import torch
+
+    path = tmp_path / "resnet.pth"
+    if case == "text":
+        path.write_text("hello\n")
+    elif case == "truncated":
+        torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
+        path.write_bytes(path.read_bytes()[:2000])
+    elif case == "pickled_object":
+        path.write_bytes(pickle.dumps({"model": _NotATensor()}))
+    else:
+        torch.save(torch.zeros(3), path)
+    with pytest.raises(checkpoints.CheckpointError) as e:  # train raises it as a ConfigError
+        checkpoints.load_init_from(str(path), {}, lambda: pytest.fail("the file is read first"))
+    assert str(e.value).startswith(f"{str(path)!r} cannot be used: {path}: {expected}")
+    assert "\n" not in str(e.value)
+
+
 def test_a_nan_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint(
     initial_variables, clips, tmp_path
 ):
