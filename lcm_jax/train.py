@@ -54,7 +54,7 @@ from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lcm_jax import checkpoints, losses
+from lcm_jax import checkpoints, files, losses
 from lcm_jax.configs import base as base_config
 from lcm_jax.configs.data import STAGES
 from lcm_jax.input_pipeline.video_io import DatasetError
@@ -489,6 +489,11 @@ def train_and_evaluate(
     """
     check_config(config)
     workdir = workdir if "://" in workdir else os.path.abspath(workdir)  # gs://... as is
+    if "://" not in workdir:
+        try:  # the metric writer creates it once the data is loaded
+            files.check_writable(workdir, folder=True)
+        except OSError as e:
+            raise ConfigError(f"workdir {files.describe(e)}") from e
     check_processes_agree(config, workdir)
 
     # ---------------------------------------------------------------- Mesh

@@ -431,6 +431,17 @@ def test_a_batch_that_does_not_divide_over_the_devices_is_rejected(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_a_workdir_under_a_file_is_rejected_before_the_data_is_read(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(train, "pipeline_batches", lambda c: pytest.fail("data read first"))
+    for workdir in (tmp_path / "afile", tmp_path / "afile" / "w"):
+        with pytest.raises(train.ConfigError) as e:
+            train.train_and_evaluate(tiny_config(), str(workdir))
+        assert str(e.value).startswith(f"workdir {workdir}: Not a directory")
+    assert str(e.value).endswith(f"({tmp_path / 'afile'} is a file)")
+    assert os.listdir(tmp_path) == ["afile"] and (tmp_path / "afile").read_text() == "x"
+
+
 def test_an_init_from_that_does_not_exist_is_rejected(clips, tmp_path):
     config = tiny_config(init_from=str(tmp_path / "nowhere"))
     with pytest.raises(train.ConfigError, match=r"init_from=.*nowhere.* does not exist"):
@@ -540,6 +551,11 @@ _CLI_MISTAKES = {
         {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
         r"config\.batch_size=3 does not divide over 2 devices \(of 1 process\(es\)\)",
     ),
+    "a workdir under a file": (
+        [*_RUNLOCAL, "--workdir={tmp}/afile/w"],
+        {},
+        r"workdir .*/afile/w: Not a directory \(.*/afile is a file\)$",
+    ),
     "a half-set environment": (
         _RUNLOCAL,
         {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234"},
@@ -559,11 +575,12 @@ def test_every_input_mistake_ends_the_cli_with_one_line_and_status_2(tmp_path):
     """Each mistake through `python -m lcm_jax.main` (all started at once): exit status 2, one
     line "error: ..." naming the problem, no traceback, nothing written."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "afile").write_text("x")
     procs = {}
     for name, (flags, env, _) in _CLI_MISTAKES.items():
-        flags = [f.format(tmp=tmp_path) for f in flags]
+        flags = [f"--workdir={tmp_path / 'w'}", *(f.format(tmp=tmp_path) for f in flags)]
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "lcm_jax.main", *flags, f"--workdir={tmp_path / 'w'}"],
+            [sys.executable, "-m", "lcm_jax.main", *flags],
             env={**os.environ, **env},
             cwd=repo,
             stdout=subprocess.DEVNULL,
@@ -576,7 +593,7 @@ def test_every_input_mistake_ends_the_cli_with_one_line_and_status_2(tmp_path):
         assert proc.returncode == 2, (name, stderr[-2000:])
         assert len(errors) == 1 and re.search(_CLI_MISTAKES[name][2], errors[0]), (name, errors)
         assert "Traceback" not in stderr, (name, stderr[-2000:])
-    assert os.listdir(tmp_path) == []  # no workdir, no data dir
+    assert os.listdir(tmp_path) == ["afile"]  # no workdir, no data dir
 
 
 # No TensorFlow, as on a machine (the GPU image) that has none.
