@@ -278,11 +278,12 @@ def test_cli_bad_input_is_a_clear_error_and_leaves_no_output(tmp_path, capsys, c
         expected = "not a tensor"
     else:
         torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, src)  # VGG
-        expected = "unexpected keys (1)"
+        expected = "; 1 parameter(s) unexpected: features.0.weight"
     assert run_cli("--from", "torch", "--to", "orbax", src, tmp_path / "out") == 2
     err = capsys.readouterr().err
     error = err[err.index("error: ") :]  # torch may warn first (a pickle of another protocol)
     assert str(src) in error and expected in error and "Traceback" not in err
+    assert error.count("\n") == 1  # one line
     assert sorted(os.listdir(tmp_path)) == ["in.pth"]  # no output, no temporary left
 
 
@@ -482,3 +483,26 @@ def test_a_damaged_stored_model_config_is_one_line_naming_its_file(
                      str(tmp_path / "out.pth")]) == 2  # fmt: skip
     assert capsys.readouterr().err.startswith(f"error: {file} {expected}")
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_cli_a_state_dict_of_another_model_is_one_line_with_counts_and_first_names(
+    tmp_path, capsys
+):
+    sd = tl.build_torch_model(tiny_config()).state_dict()
+    weights = [k for k in sd if k.endswith(".weight")]
+    missing, shape = weights[:5], weights[5]
+    partial = {k: v for k, v in sd.items() if k not in missing}
+    partial[shape] = torch.zeros(3)
+    partial["extra.weight"] = torch.zeros(2)
+    torch.save(partial, tmp_path / "in.pth")
+    assert run_cli("--from", "torch", "--to", "orbax", tmp_path / "in.pth", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    head = f"error: {tmp_path / 'in.pth'} (layout 'lcm') does not fit the target model: "
+    tail = (
+        "; 1 parameter(s) unexpected: extra.weight; 1 parameter(s) of another shape: "
+        f"{shape} [3] (expected {list(sd[shape].shape)})\n"
+    )
+    assert err.startswith(head + "5 parameter(s) missing, e.g. ") and err.endswith(tail)
+    shown = err[len(head + "5 parameter(s) missing, e.g. ") : -len(tail)].split(", ")
+    assert len(shown) == 3 and set(shown) < set(missing)
+    assert not (tmp_path / "o").exists()
