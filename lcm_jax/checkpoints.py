@@ -410,8 +410,8 @@ def load_init_from(
             )
         else:
             variables = load_variables(path)
-    except ValueError as e:  # CheckpointError, ConversionError: they list what is wrong
-        raise CheckpointError(f"{path!r} cannot be used: {e}") from e
+    except ValueError as e:  # CheckpointError, ConversionError (in one line): what is wrong
+        raise CheckpointError(f"{path!r} cannot be used: {getattr(e, 'summary', e)}") from e
     except OSError as e:  # an unreadable file or folder
         raise CheckpointError(f"{path!r} cannot be used: {files.describe(e)}") from e
     check_matches(abstract_variables, variables, repr(path))

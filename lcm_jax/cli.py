@@ -103,9 +103,12 @@ def report_failures(failures: Sequence[tuple[str, str]]) -> int:
 
 
 def error_line(error: Exception) -> str:
-    """The line "error: ..." of an input error: its message, or for an OSError of the system
-    (whose str is "[Errno 20] Not a directory: 'PATH'") the path and the reason."""
-    return f"error: {files.describe(error) if isinstance(error, OSError) else error}"
+    """The line "error: ..." of an input error: its message (a ConversionError's one-line
+    summary), or for an OSError of the system (whose str is "[Errno 20] Not a directory:
+    'PATH'") the path and the reason."""
+    if isinstance(error, OSError):
+        return f"error: {files.describe(error)}"
+    return f"error: {getattr(error, 'summary', error)}"
 
 
 def run(body: Callable[[], int]) -> int:

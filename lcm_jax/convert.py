@@ -20,7 +20,6 @@ that cannot be used (one line "error: ...").
 """
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -34,39 +33,6 @@ from lcm_jax.interop.torch_lcm import build_torch_model
 from lcm_jax.model import init_variables
 
 SWITCHES = ("use_grm", "use_pgm", "use_orm", "orm_shared_g")
-
-
-_SECTIONS = {"missing keys": "missing", "unexpected keys": "unexpected", "shape mismatches": ""}
-_SHOWN = 3  # names shown per section
-
-
-def one_line(message: str) -> str:
-    """A ConversionError's listing (its title line, then sections "  missing keys (N):" of
-    "    name [shape]" lines, then "  note: ..." lines: `lcm_jax.interop.convert`) as one line:
-    each section's count and first names, e.g. "...: 280 parameter(s) missing, e.g. a, b, c;
-    1 parameter(s) of another shape: d [8, 3] (expected [64, 3]); note: ..."."""
-    title, *lines = message.splitlines()
-    sections, notes = [], []
-    for line in lines:
-        header = re.fullmatch(r"  (.+) \((\d+)\):", line)
-        if header and header[1] in _SECTIONS:
-            sections.append((header[1], int(header[2]), []))
-        elif line.startswith("  note: "):
-            notes.append(line.removeprefix("  note: "))
-        elif sections and line.startswith("    ") and not line.startswith("    ... and "):
-            item = line.strip()
-            shapes = re.fullmatch(r"(\S+): (\[.*\]), expected (\[.*\])", item)
-            item = f"{shapes[1]} {shapes[2]} (expected {shapes[3]})" if shapes else item
-            sections[-1][2].append(item.split(" ")[0] if _SECTIONS[sections[-1][0]] else item)
-    if not sections:
-        return " ".join(message.split())
-    parts = [
-        f"{n} parameter(s) {_SECTIONS[kind] or 'of another shape'}"
-        + (", e.g. " if n > len(items[:_SHOWN]) else ": ")
-        + ", ".join(items[:_SHOWN])
-        for kind, n, items in sections
-    ]
-    return f"{title}: {'; '.join(parts + [f'note: {n}' for n in notes])}"
 
 
 def _print_config(cfg: dict) -> None:
@@ -86,10 +52,7 @@ def torch_to_orbax(src: Path, dst: Path, layout: str, cfg: dict, seed: int = 0) 
         template = jax.jit(lambda key: init_variables(cfg, key))(jax.random.key(seed))
         unused = [k for k in sd if k.startswith(("layer4.", "fc."))]
         print(f"ignored {len(unused)} layer4/fc keys (LCM reads res4 = layer3, by design)")
-    try:
-        variables = convert.torch_to_flax(sd, template, layout=layout, source=str(src))
-    except convert.ConversionError as e:  # its listing of keys takes up to ~80 lines
-        raise convert.ConversionError(one_line(str(e))) from e
+    variables = convert.torch_to_flax(sd, template, layout=layout, source=str(src))
     checkpoints.save_variables(dst, variables, cfg)
     return cfg
 

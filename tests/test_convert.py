@@ -500,7 +500,7 @@ def test_cli_a_state_dict_of_another_model_is_one_line_with_counts_and_first_nam
     head = f"error: {tmp_path / 'in.pth'} (layout 'lcm') does not fit the target model: "
     tail = (
         "; 1 parameter(s) unexpected: extra.weight; 1 parameter(s) of another shape: "
-        f"{shape} [3] (expected {list(sd[shape].shape)})\n"
+        f"{shape}: [3], expected {list(sd[shape].shape)}\n"
     )
     assert err.startswith(head + "5 parameter(s) missing, e.g. ") and err.endswith(tail)
     shown = err[len(head + "5 parameter(s) missing, e.g. ") : -len(tail)].split(", ")

@@ -51,7 +51,12 @@ _MAX_LISTED = 25
 
 
 class ConversionError(ValueError):
-    """A state_dict or variables tree that does not fit the target model."""
+    """A state_dict or variables tree that does not fit the target model. `summary` says it in
+    one line (for command lines); the message may list every key."""
+
+    def __init__(self, message: str, summary: str | None = None):
+        super().__init__(message)
+        self.summary = summary or " ".join(message.split())
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,6 +151,14 @@ def _report(what: str, missing, unexpected, mismatched, notes=()) -> None:
         more = f"\n    ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
         return f"\n  {title} ({len(items)}):\n    {shown}{more}"
 
+    def brief(kind, items, shown=3):  # "N parameter(s) KIND, e.g. a, b, c" (names only)
+        items = list(items)
+        if not items:
+            return []
+        names = [i if kind == "of another shape" else i.split(" ")[0] for i in items[:shown]]
+        return [f"{len(items)} parameter(s) {kind}{', e.g.' if len(items) > shown else ':'} "
+                + ", ".join(names)]  # fmt: skip
+
     msg = (
         f"{what} does not fit the target model"
         + listing("missing keys", missing)
@@ -153,7 +166,13 @@ def _report(what: str, missing, unexpected, mismatched, notes=()) -> None:
         + listing("shape mismatches", mismatched)
         + "".join(f"\n  note: {n}" for n in notes)
     )
-    raise ConversionError(msg)
+    summary = "; ".join(
+        brief("missing", missing)
+        + brief("unexpected", unexpected)
+        + brief("of another shape", mismatched)
+        + [f"note: {n}" for n in notes]
+    )
+    raise ConversionError(msg, f"{what} does not fit the target model: {summary}")
 
 
 # ----------------------------------------------------------------------------------------
