@@ -200,3 +200,41 @@ def test_an_interrupted_run_leaves_no_temporary_and_the_rerun_gives_the_same_byt
     assert tree(out) == tree(tmp_path / "reference")
     assert [p for p in out.rglob(".*") if files.is_temporary(p)] == []
     assert '"step": 7' in (out / "manifest.json").read_text()
+
+
+def frames_and_mask(folder: Path, seed: int = 54, num_frames: int = 3) -> list[str]:
+    """A folder of frames and a first-frame mask under `folder`: their --frames and --mask."""
+    image, labels = synthetic_video(seed=seed, num_frames=num_frames)
+    for t in range(num_frames):
+        video_io.write_frame(folder / "frames" / f"{t:05d}.jpg", image[t])
+    video_io.write_label_png(folder / "mask.png", labels[0])
+    return ["--frames", str(folder / "frames"), "--mask", str(folder / "mask.png")]
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ('{"name": "x"}', '"format" is null, not 1'),
+        ('{"format": 2, "command": "segment"}', '"format" is 2, not 1'),
+        ("[1, 2]", "a JSON list, not an object"),
+        ("{not json", "unreadable: JSONDecodeError"),
+    ],
+)
+def test_overwrite_never_empties_a_folder_whose_manifest_json_is_not_ours(
+    tmp_path, checkpoint, capsys, text, why
+):
+    webapp = tmp_path / "webapp"
+    (webapp / "src").mkdir(parents=True)
+    (webapp / "manifest.json").write_text(text)
+    (webapp / "src" / "main.js").write_text("js")
+    before = tree(webapp)
+    argv = frames_and_mask(tmp_path) + ["--checkpoint", str(checkpoint), "--out", str(webapp)]
+    for more in (["--overwrite"], []):
+        assert segment.main(argv + more) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"error: {webapp / 'manifest.json'} is not a manifest of this version of lcm-jax "
+            f"({why}), so the folder's files are not its results; choose a new output folder "
+            "or empty it yourself\n"
+        )
+        assert tree(webapp) == before

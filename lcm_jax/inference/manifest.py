@@ -18,7 +18,8 @@ frames, the first-frame mask's path and SHA-256, the overlay's name and frame ra
 A run into a folder resumes (keeps the finished videos) only when its manifest equals the one
 there, the checkpoint's path and step aside (the same weights elsewhere give the same results);
 otherwise `ManifestError` names each entry that differs, and `overwrite` empties the folder and
-starts afresh. A non-empty folder without a manifest is never written into, nor emptied.
+starts afresh. A non-empty folder without a manifest, or whose manifest.json is not one (not
+a JSON object with "format" FORMAT: another program's file), is never written into, nor emptied.
 """
 
 from __future__ import annotations
@@ -90,12 +91,17 @@ def differences(old: Mapping, new: Mapping) -> list[str]:
     return out
 
 
-def _read(path: Path) -> dict | None:
+def _read(path: Path) -> tuple[dict | None, str]:
+    """(the manifest of `path`, "") when it is one this version writes, else (None, why not)."""
     try:
         found = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return found if isinstance(found, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"unreadable: {type(e).__name__}"
+    if not isinstance(found, dict):
+        return None, f"a JSON {type(found).__name__}, not an object"
+    if found.get("format") != FORMAT:
+        return None, f'"format" is {json.dumps(found.get("format"))}, not {FORMAT}'
+    return found, ""
 
 
 def check(out: str | os.PathLike, manifest: Mapping, overwrite: bool) -> None:
@@ -110,8 +116,14 @@ def check(out: str | os.PathLike, manifest: Mapping, overwrite: bool) -> None:
             f"{os.fspath(out)} holds files but no {FILE}, so they are not results of this "
             "version of lcm-jax; choose a new output folder or empty it yourself"
         )
-    found = _read(out / FILE)
-    diffs = ["manifest: unreadable"] if found is None else differences(found, manifest)
+    found, why = _read(out / FILE)
+    if found is None:  # another program's file, or another version's: never emptied
+        raise ManifestError(
+            f"{os.fspath(out / FILE)} is not a manifest of this version of lcm-jax ({why}), so "
+            "the folder's files are not its results; choose a new output folder or empty it "
+            "yourself"
+        )
+    diffs = differences(found, manifest)
     if diffs and not overwrite:
         raise ManifestError(
             f"{os.fspath(out)} holds results of another run ({'; '.join(diffs)}); rerun with "
