@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the frame of --mask (default 0, the first); propagated both ways",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--overlay", default="overlay.mp4", help="overlay file name in --out")
-    parser.add_argument("--fps", type=float, default=24.0, help="overlay frame rate")
+    parser.add_argument(
+        "--overlay", default="overlay.mp4", help="overlay file name in --out (.mp4 or .gif)"
+    )
+    parser.add_argument("--fps", type=float, default=24.0, help="overlay frame rate (> 0)")
     cli.add_model_flags(parser)
     cli.add_inference_flags(parser)
     return parser

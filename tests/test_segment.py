@@ -238,3 +238,35 @@ def test_overwrite_never_empties_a_folder_whose_manifest_json_is_not_ours(
             "or empty it yourself\n"
         )
         assert tree(webapp) == before
+
+
+@pytest.mark.parametrize(
+    "more, expected",
+    [
+        (["--overlay", "00001.png"], "overlay '00001.png' must end in .gif or .mp4"),
+        (["--overlay", "manifest.json"], "overlay 'manifest.json' must end in .gif or .mp4"),
+        (["--overlay", "o.txt"], "overlay 'o.txt' must end in .gif or .mp4"),
+        (
+            ["--overlay", "../escape.gif"],
+            "overlay '../escape.gif' must be a file name: it is written in the output folder",
+        ),
+        (
+            ["--overlay", ".o.0123abcd.tmp.gif"],
+            "overlay '.o.0123abcd.tmp.gif' is named as temporary files are, which runs remove",
+        ),
+        (["--fps", "0"], "fps (the overlay's frame rate) must be > 0, got 0.0"),
+        (["--fps", "-3"], "fps (the overlay's frame rate) must be > 0, got -3.0"),
+        (
+            ["--fps", "nan", "--overlay", "o.gif"],
+            "fps (the overlay's frame rate) must be > 0, got nan",
+        ),
+    ],
+)
+def test_an_unusable_overlay_name_or_frame_rate_is_one_line_with_status_2(
+    tmp_path, checkpoint, capsys, more, expected
+):
+    out = tmp_path / "nest" / "out"
+    argv = frames_and_mask(tmp_path) + ["--checkpoint", str(checkpoint), "--out", str(out)]
+    assert segment.main(argv + more) == 2
+    assert capsys.readouterr().err == f"error: {expected}\n"
+    assert not out.exists() and not (tmp_path / "nest" / "escape.gif").exists()

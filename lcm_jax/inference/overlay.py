@@ -28,6 +28,7 @@ import numpy as np
 from lcm_jax import files
 from lcm_jax.input_pipeline import video_io
 
+SUFFIXES = (".gif", ".mp4")  # the overlay videos `overlay_video` writes
 ALPHA = 0.5  # weight of the object's colour in its fill
 OUTLINE = 1  # outline width, pixels
 # Saturated and light colours, in order of preference (ties go to the first): far from the
@@ -103,8 +104,8 @@ def overlay(
 
 @contextlib.contextmanager
 def overlay_video(path: str | os.PathLike, fps: float) -> Iterator[Callable[[np.ndarray], None]]:
-    """Yields `append(frame uint8 [H, W, 3])`; the file (.gif by Pillow, else by ffmpeg with the
-    container of its suffix) appears at `path` when the block ends without an exception."""
+    """Yields `append(frame uint8 [H, W, 3])`; the file (.gif by Pillow, .mp4 by ffmpeg: SUFFIXES;
+    `fps` > 0) appears at `path` when the block ends without an exception."""
     with files.atomic_path(path) as tmp:
         if tmp.suffix.lower() == ".gif":
             writer = imageio.get_writer(tmp, mode="I", duration=1000 / fps, loop=0)

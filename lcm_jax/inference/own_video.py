@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import tqdm
 
+from lcm_jax import files
 from lcm_jax.inference import inputs, manifest, outputs
 from lcm_jax.inference.engine import Video
-from lcm_jax.inference.overlay import overlay, overlay_video, pick_colours
+from lcm_jax.inference.overlay import SUFFIXES, overlay, overlay_video, pick_colours
 from lcm_jax.inference.segmenter import Segmenter
 from lcm_jax.input_pipeline import video_io
 
@@ -54,6 +56,22 @@ def _recording(frames: Iterable[np.ndarray], store: dict) -> Iterator[np.ndarray
         yield frame
 
 
+def check_overlay(name: str, fps: float) -> None:
+    """Raises ValueError unless `name` is a file name for the overlay in the output folder (no
+    folder part; .gif or .mp4, so never the name of a mask, .npz, CSV or the manifest; not a
+    temporary's) and `fps` a frame rate > 0."""
+    if Path(name).name != name:
+        raise ValueError(
+            f"overlay {name!r} must be a file name: it is written in the output folder"
+        )
+    if Path(name).suffix.lower() not in SUFFIXES:
+        raise ValueError(f"overlay {name!r} must end in {' or '.join(SUFFIXES)}")
+    if files.is_temporary(name):
+        raise ValueError(f"overlay {name!r} is named as temporary files are, which runs remove")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps (the overlay's frame rate) must be > 0, got {fps}")
+
+
 def segment_video(
     segmenter: Segmenter,
     frames: str | os.PathLike,
@@ -68,10 +86,12 @@ def segment_video(
 ) -> Segmentation:
     """Segments `frames` from the first-frame `mask` into `out` (see the module docstring).
 
-    Raises (before anything is written): video_io.DatasetError for frames or a mask that cannot
-    be used, manifest.ManifestError for a folder of another run's results (without
-    `overwrite`). A failure while segmenting is returned in `failures` instead.
+    Raises (before anything is written): ValueError for an overlay name or frame rate that
+    `check_overlay` refuses, video_io.DatasetError for frames or a mask that cannot be used,
+    manifest.ManifestError for a folder of another run's results (without `overwrite`). A
+    failure while segmenting is returned in `failures` instead.
     """
+    check_overlay(overlay_name, fps)
     out = Path(out)
     video, names = inputs.user_video(frames, mask, mask_frame)
     data = {
