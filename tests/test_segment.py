@@ -1,6 +1,8 @@
 """The segment CLI: masks and overlays, input errors, permissions, and interruptions (Ctrl-C,
 SIGTERM, SIGKILL) that leave nothing behind."""
 
+import hashlib
+import json
 import os
 import signal
 import stat
@@ -270,3 +272,40 @@ def test_an_unusable_overlay_name_or_frame_rate_is_one_line_with_status_2(
     assert segment.main(argv + more) == 2
     assert capsys.readouterr().err == f"error: {expected}\n"
     assert not out.exists() and not (tmp_path / "nest" / "escape.gif").exists()
+
+
+def test_a_rerun_after_the_frames_changed_stops_naming_them(tmp_path, checkpoint, capsys):
+    # A video file: replaced by another at the same path.
+    frames, labels = synthetic_video(seed=55, num_frames=3)
+    video_io.spawn_ffmpeg_without_fork()
+    clip = tmp_path / "clip.mp4"
+    iio.imwrite(clip, frames, fps=12)
+    video_io.write_label_png(tmp_path / "mask.png", labels[0])
+    out = tmp_path / "out"
+    argv = ["--frames", str(clip), "--mask", str(tmp_path / "mask.png"),
+            "--checkpoint", str(checkpoint), "--out", str(out)]  # fmt: skip
+    assert segment.main(argv) == 0
+    first = hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert json.loads((out / "manifest.json").read_text())["data"]["frames_sha256"] == first
+    results = tree(out)
+    iio.imwrite(clip, synthetic_video(seed=56, num_frames=3)[0], fps=12)
+    second = hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert second != first
+    capsys.readouterr()
+    assert segment.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out} holds results of another run (") and err.count("\n") == 1
+    assert f'data.frames_sha256: "{first}" -> "{second}"' in err
+    assert tree(out) == results  # nothing was touched
+    assert segment.main(argv + ["--overwrite"]) == 0
+    assert tree(out)["manifest.json"] != results["manifest.json"]
+
+    # A folder of frames: a frame written again with another image; the same folder resumes.
+    argv = frames_and_mask(tmp_path / "f") + ["--checkpoint", str(checkpoint)]
+    argv += ["--out", str(tmp_path / "out_folder")]
+    assert segment.main(argv) == 0
+    assert segment.main(argv) == 0
+    assert "already there (same manifest): 3 masks" in capsys.readouterr().out
+    video_io.write_frame(tmp_path / "f" / "frames" / "00001.jpg", frames[2])
+    assert segment.main(argv) == 2
+    assert "data.frames_sha256: " in capsys.readouterr().err

@@ -13,7 +13,8 @@
 `checkpoint.weights_sha256` identifies the weights (`weights_sha256`), `model_config` is the
 configs/model.py config they run with, `inference` the `InferenceOptions`, and `data` what was
 segmented (`lcm_jax.evaluate`: the dataset, its root folder and split; `lcm_jax.segment`: the
-frames, the first-frame mask's path and SHA-256, the overlay's name and frame rate).
+frames' path and `frames_sha256` (own_video.py), the mask's path and SHA-256, the overlay's name
+and frame rate).
 
 A run into a folder resumes (keeps the finished videos) only when its manifest equals the one
 there, the checkpoint's path and step aside (the same weights elsewhere give the same results);

@@ -10,8 +10,9 @@ from K to the first frame, then the frames are written in order.
 
 Writes `<out>/<frame>.png` (DAVIS palette), `<out>/confidence.csv`, the `.npz` probabilities
 with `soft_output`, and an overlay video (`<out>/overlay.mp4` by default, .gif also works), each
-atomically, after `<out>/manifest.json` (manifest.py; the data entry records the frames, the
-mask's path and SHA-256, the overlay's name and frame rate).
+atomically, after `<out>/manifest.json` (manifest.py; the data entry records the frames' path
+and `frames_sha256`, the mask's path and SHA-256, the overlay's name and frame rate: a rerun
+after the frames or the mask changed stops, as with other data).
 
 A video's memory at frame t depends on every frame before it, so an interrupted video is
 segmented again from its first frame; a finished one, asked again with the same manifest, is
@@ -72,6 +73,21 @@ def check_overlay(name: str, fps: float) -> None:
         raise ValueError(f"fps (the overlay's frame rate) must be > 0, got {fps}")
 
 
+def frames_sha256(frames: str | os.PathLike) -> str:
+    """What the manifest records of the frames' content: the SHA-256 of a video file's bytes,
+    or of a folder's frame files' names, sizes and modification times (an edited frame changes
+    them; a copy of the folder that does not keep the times reads as other frames)."""
+    frames = Path(frames)
+    if not frames.is_dir():
+        with open(frames, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for path in sorted(p for p in frames.iterdir() if p.suffix.lower() in inputs.FRAME_SUFFIXES):
+        stat = path.stat()
+        digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def segment_video(
     segmenter: Segmenter,
     frames: str | os.PathLike,
@@ -96,6 +112,7 @@ def segment_video(
     video, names = inputs.user_video(frames, mask, mask_frame)
     data = {
         "frames": os.path.abspath(frames),
+        "frames_sha256": frames_sha256(frames),
         "mask": os.path.abspath(mask),
         "mask_frame": mask_frame,
         "mask_sha256": hashlib.sha256(Path(mask).read_bytes()).hexdigest(),
