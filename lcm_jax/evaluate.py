@@ -65,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resolution", default="480p", help="DAVIS: 480p or Full-Resolution")
     parser.add_argument(
-        "--sequences", nargs="*", default=None, help="only these videos (default: the split)"
+        "--sequences",
+        nargs="*",
+        default=None,
+        help="only these videos, each once and of the dataset (default: the split)",
     )
     parser.add_argument(
         "--all_frames",

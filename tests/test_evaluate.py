@@ -26,7 +26,7 @@ from test_inference_support import (
 
 from lcm_jax import evaluate
 from lcm_jax.inference import engine as engine_lib
-from lcm_jax.inference import outputs
+from lcm_jax.inference import outputs, splits
 from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import report
 
@@ -419,7 +419,7 @@ def legacy_checkpoint(path):
     "case",
     ["no checkpoint", "not a checkpoint", "no data", "no split", "no meta.json",
      "model mismatch", "old checkpoint", "foreign out", "half multi-process", "batch 0",
-     "batch -2", "score workers 0"],
+     "batch -2", "score workers 0", "sequence twice", "unknown sequence", "unknown video"],
 )  # fmt: skip
 def test_input_errors_are_one_line_with_status_2_and_nothing_written(
     tmp_path, davis, checkpoint, capsys, case
@@ -454,6 +454,19 @@ def test_input_errors_are_one_line_with_status_2_and_nothing_written(
         more, expected = ["--batch_videos", size], f"batch_videos must be >= 1, got {size}"
     elif case == "score workers 0":
         more, expected = ["--score_workers", "0"], "score_workers must be >= 1, got 0"
+    elif case == "sequence twice":  # it would be segmented and scored twice
+        more = ["--sequences", "a", "b", "a", "b", "c"]
+        expected = "the videos to segment name 'a', 'b' more than once"
+    elif case == "unknown sequence":  # a typo: not in val.txt, no folder
+        more = ["--sequences", "a", "nosuch", "bb"]
+        expected = (f"DAVIS folder '{davis}' has no sequence 'nosuch', 'bb': not in ImageSets/"
+                    "2017/val.txt, no folder in JPEGImages/480p or Annotations/480p")  # fmt: skip
+    elif case == "unknown video":
+        root = tmp_path / "YouTube"
+        (root / "valid").mkdir(parents=True)
+        (root / "valid" / "meta.json").write_text('{"videos": {"v1": {"objects": {}}}}')
+        more = ["--dataset", "youtube", "--split", "valid", "--sequences", "v1", "v2"]
+        expected = f"YouTube-VOS meta file '{root / 'valid' / 'meta.json'}' lists no video 'v2'"
     else:
         more, expected = ["--num_processes", "2"], "missing --coordinator_address or JAX_"
     assert evaluate.main(davis_args(root, out, ckpt, *more)) == 2  # the last flag counts
@@ -461,6 +474,33 @@ def test_input_errors_are_one_line_with_status_2_and_nothing_written(
     assert err.count("\n") == 1 and err.startswith("error: ") and expected in err
     written = sorted(os.listdir(out)) if out.exists() else []
     assert written == (["notes.txt"] if case == "foreign out" else [])
+
+
+def test_named_videos_that_are_there_but_broken_stay_failures_and_typos_stop(tmp_path):
+    root = davis_folder(tmp_path / "DAVIS", ["a"], num_frames=3)
+    write_davis_sequence(root, "extra", *synthetic_video(seed=25, num_frames=3))  # not in val
+    write_split(root, ["a", "gone"])  # "gone" has no folder
+    (root / "Annotations" / "480p" / "masks_only").mkdir()
+    split = splits.list_davis(root, "val", names=["gone", "a", "masks_only", "extra"])
+    assert [v.name for v in split.videos] == ["a", "extra"]
+    assert split.unlisted == (
+        ("gone", f"DAVIS frame folder '{root / 'JPEGImages' / '480p' / 'gone'}' does not exist"),
+        ("masks_only", f"DAVIS frame folder '{root}/JPEGImages/480p/masks_only' does not exist"),
+    )
+    with pytest.raises(video_io.DatasetError, match="has no sequence 'nosuch': not in"):
+        splits.list_davis(root, "val", names=["a", "nosuch"])
+    (root / "ImageSets" / "2017" / "val.txt").unlink()  # no split file: the folders decide
+    assert [v.name for v in splits.list_davis(root, "val", names=["extra"]).videos] == ["extra"]
+
+    youtube = tmp_path / "YouTube"
+    (youtube / "valid").mkdir(parents=True)
+    (youtube / "valid" / "meta.json").write_text('{"videos": {"v1": {"objects": {}}}}')
+    split = splits.list_youtube(youtube, "valid", names=["v1"])
+    frames = youtube / "valid" / "JPEGImages" / "v1"
+    assert split.videos == ()
+    assert split.unlisted == (("v1", f"YouTube-VOS frame folder '{frames}' does not exist"),)
+    with pytest.raises(video_io.DatasetError, match="lists no video 'v2'"):
+        splits.list_youtube(youtube, "valid", names=["v1", "v2"])
 
 
 def test_score_workers_change_how_the_scores_are_computed_not_what_they_are(

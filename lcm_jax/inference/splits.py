@@ -5,8 +5,9 @@
     split.unlisted   # (name, message) of those that could not (a missing folder, ...)
 
 The folder layouts are `lcm_jax.input_pipeline.video_io`'s. A missing dataset folder, split file
-or meta.json raises `video_io.DatasetError` (nothing can run); a problem of one video only makes
-it unlisted, and the others go on.
+or meta.json raises `video_io.DatasetError` (nothing can run), and so do `names` that hold a
+name twice or one the dataset does not have at all (a typo); a problem of one video that is
+there only makes it unlisted, and the others go on.
 """
 
 from __future__ import annotations
@@ -57,19 +58,46 @@ def _require_folder(root: Path, dataset: str) -> None:
         raise video_io.DatasetError(f"{dataset} folder {os.fspath(root)!r} does not exist")
 
 
+def _require_once(names: Sequence[str]) -> None:
+    """Raises DatasetError when `names` holds a name twice (it would be segmented and scored
+    twice)."""
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise video_io.DatasetError(f"the videos to segment name {_quoted(twice)} more than once")
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(map(repr, names))
+
+
 def list_davis(
     root: str | os.PathLike,
     split: str,
     resolution: str = "480p",
     names: Sequence[str] | None = None,
 ) -> Split:
-    """The sequences of `ImageSets/2017/<split>.txt` (or `names`) of a DAVIS 2017 folder."""
+    """The sequences of `ImageSets/2017/<split>.txt` (or `names`, each listed there or with a
+    frame or annotation folder) of a DAVIS 2017 folder."""
     root = Path(root).absolute()
     _require_folder(root, "DAVIS")
     if resolution not in DAVIS_RESOLUTIONS:
         raise video_io.DatasetError(
             f"DAVIS resolution must be one of {DAVIS_RESOLUTIONS}, got {resolution!r}"
         )
+    if names:
+        _require_once(names)
+        try:
+            listed = set(video_io.davis_sequences(root, split))
+        except video_io.DatasetError:  # no split file: names alone say what to segment
+            listed = set()
+        folders = (f"JPEGImages/{resolution}", f"Annotations/{resolution}")
+        present = lambda seq: any((root / folder / seq).is_dir() for folder in folders)
+        unknown = [seq for seq in names if seq not in listed and not present(seq)]
+        if unknown:
+            raise video_io.DatasetError(
+                f"DAVIS folder {os.fspath(root)!r} has no sequence {_quoted(unknown)}: not in "
+                f"ImageSets/2017/{split}.txt, no folder in {' or '.join(folders)}"
+            )
     videos, unlisted = [], []
     for seq in names or video_io.davis_sequences(root, split):
         try:
@@ -95,19 +123,25 @@ def list_youtube(
     names: Sequence[str] | None = None,
     all_frames: bool = False,
 ) -> Split:
-    """The videos of `<split>/meta.json` (or `names`) of a YouTube-VOS folder, each wanting the
-    frames meta.json lists for it. With `all_frames`, a video's frames are all its frames
-    (`video_io.youtube_all_frames`; `data["frames"]` names their folder), not every 5th; the
-    wanted frames and the annotations stay those of `<split>/`."""
+    """The videos of `<split>/meta.json` (or `names`, each listed there) of a YouTube-VOS folder,
+    each wanting the frames meta.json lists for it. With `all_frames`, a video's frames are all
+    its frames (`video_io.youtube_all_frames`; `data["frames"]` names their folder), not every
+    5th; the wanted frames and the annotations stay those of `<split>/`."""
     root = Path(root).absolute()
     _require_folder(root, "YouTube-VOS")
     meta = video_io.youtube_meta(root, split)
     frames_root = video_io.youtube_all_frames(root, split) if all_frames else None
+    if names:
+        _require_once(names)
+        unknown = [vid for vid in names if vid not in meta["videos"]]
+        if unknown:
+            raise video_io.DatasetError(
+                f"YouTube-VOS meta file {os.fspath(root / split / 'meta.json')!r} lists no video "
+                f"{_quoted(unknown)}"
+            )
     videos, unlisted = [], []
     for vid in names or sorted(meta["videos"]):
         try:
-            if vid not in meta["videos"]:
-                raise video_io.DatasetError(f"video {vid!r} is not in {split}/meta.json")
             frames, annotations = video_io.youtube_video(root, split, vid, frames_root)
             wanted = youtube_frames(meta, vid)
             missing = sorted(wanted - {p.stem for p in frames})
