@@ -218,6 +218,8 @@ def frames_and_mask(folder: Path, seed: int = 54, num_frames: int = 3) -> list[s
     [
         ('{"name": "x"}', '"format" is null, not 1'),
         ('{"format": 2, "command": "segment"}', '"format" is 2, not 1'),
+        ('{"format": true, "command": "segment"}', '"format" is true, not 1'),
+        ('{"format": 1, "name": "x"}', "\"command\" is null, not one of ('evaluate', 'segment')"),
         ("[1, 2]", "a JSON list, not an object"),
         ("{not json", "unreadable: JSONDecodeError"),
     ],

@@ -20,7 +20,8 @@ A run into a folder resumes (keeps the finished videos) only when its manifest e
 there, the checkpoint's path and step aside (the same weights elsewhere give the same results);
 otherwise `ManifestError` names each entry that differs, and `overwrite` empties the folder and
 starts afresh. A non-empty folder without a manifest, or whose manifest.json is not one (not
-a JSON object with "format" FORMAT: another program's file), is never written into, nor emptied.
+a JSON object with "format" FORMAT and a "command" of COMMANDS: another program's file), is
+never written into, nor emptied.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from lcm_jax import files
 
 FILE = "manifest.json"
 FORMAT = 1
+COMMANDS = ("evaluate", "segment")  # the runs that write manifests
 INFORMATIONAL = ("checkpoint.path", "checkpoint.step")  # entries that need not match
 
 
@@ -100,8 +102,10 @@ def _read(path: Path) -> tuple[dict | None, str]:
         return None, f"unreadable: {type(e).__name__}"
     if not isinstance(found, dict):
         return None, f"a JSON {type(found).__name__}, not an object"
-    if found.get("format") != FORMAT:
+    if type(found.get("format")) is not int or found["format"] != FORMAT:  # not true, not 1.0
         return None, f'"format" is {json.dumps(found.get("format"))}, not {FORMAT}'
+    if found.get("command") not in COMMANDS:
+        return None, f'"command" is {json.dumps(found.get("command"))}, not one of {COMMANDS}'
     return found, ""
 
 
