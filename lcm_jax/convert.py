@@ -20,7 +20,6 @@ that cannot be used (one line "error: ...").
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import jax
@@ -109,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit(main())

@@ -25,7 +25,6 @@ cannot be used (one line "error: ..." naming the file), 130/143 interrupted.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from lcm_jax import cli
@@ -81,4 +80,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit(main())
