@@ -209,3 +209,28 @@ def test_bad_prompts_are_clear_errors(predictor, clip):
         predictor.remove_object(state, 7)
     with pytest.raises(ValueError, match="uint8"):
         predictor.init_state(frames.astype(np.float32))
+
+
+def test_a_mask_that_is_no_binary_mask_is_a_clear_error_not_thresholded(predictor, clip):
+    frames, labels = clip
+    state = predictor.init_state(frames)
+    one = labels[0] == 1
+    for mask, holding in [
+        (labels[0], r"uint8 holding 0, 1, 2, 3 \(a label map: pass labels == 1"),
+        (np.where(one, 0.9, 0.2), r"float64 holding 0.2, 0.9 \(.*probabilities: probs > 0.5\)"),
+        (np.full(one.shape, np.nan), "float64 holding nan"),
+        (np.full(one.shape, "x"), "<U1 "),
+    ]:
+        with pytest.raises(ValueError, match="mask of object 1 on frame 0 must be bool or hold "
+                           r"only 0 and 1 \(or 0 and 255\); it is " + holding):  # fmt: skip
+            predictor.add_mask(state, 0, 1, mask)
+    with pytest.raises(ValueError, match=r"is object \[\]; the frames are 64x64 \(a mask is"):
+        predictor.add_mask(state, 0, 1, None)
+    with pytest.raises(ValueError, match="object_id must be an integer in"):
+        predictor.add_mask(state, 0, True, one)
+    with pytest.raises(IndexError, match="frame index True is out of range"):
+        predictor.add_mask(state, True, 1, one)
+    assert not state.given  # nothing was taken
+    for mask in (one.astype(np.uint8) * 255, one.astype(np.float32), one.astype(np.int64)):
+        predictor.add_mask(state, 0, 1, mask)  # 0/255 and 0/1 numbers are masks
+        np.testing.assert_array_equal(state.given[0][1], one)

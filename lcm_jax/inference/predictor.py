@@ -143,19 +143,37 @@ class Predictor:
     # -- prompts ------------------------------------------------------------------------------
 
     def add_mask(self, state: PredictorState, frame_index: int, object_id: int, mask) -> None:
-        """Gives object `object_id`'s mask (bool or {0, 1} [H, W]) on frame `frame_index`,
-        replacing an earlier one for that object and frame."""
+        """Gives object `object_id`'s mask (bool [H, W], or numbers 0 and 1, or 0 and 255) on
+        frame `frame_index`, replacing an earlier one for that object and frame. Any other
+        values (a label map, probabilities, NaN) are an error, not thresholded."""
         self._check_frame(state, frame_index)
-        if not isinstance(object_id, int | np.integer) or not 1 <= object_id < 255:
+        if (
+            not isinstance(object_id, int | np.integer)
+            or isinstance(object_id, bool)
+            or not 1 <= object_id < 255
+        ):
             raise ValueError(f"object_id must be an integer in [1, 254], got {object_id!r}")
         mask = np.asarray(mask)
         size = (state.frames.height, state.frames.width)
+        what = f"the mask of object {object_id} on frame {frame_index}"
         if mask.shape != size:
             raise ValueError(
-                f"the mask of object {object_id} on frame {frame_index} is "
-                f"{mask.shape[1] if mask.ndim > 1 else '?'}x{mask.shape[0]} ({mask.shape}); "
-                f"the frames are {size[1]}x{size[0]}"
+                f"{what} is {mask.dtype} {list(mask.shape)}; the frames are {size[1]}x{size[0]} "
+                f"(a mask is [{size[0]}, {size[1]}])"
             )
+        if mask.dtype != bool:
+            values = np.unique(mask).tolist() if mask.dtype.kind in "iuf" else None
+            if values is None or not (set(values) <= {0, 1} or set(values) <= {0, 255}):
+                holding = (
+                    f"{mask.dtype}"
+                    if values is None
+                    else f"{mask.dtype} holding "
+                    + (", ".join(map(str, values[:6])) + (", ..." if len(values) > 6 else ""))
+                )
+                raise ValueError(
+                    f"{what} must be bool or hold only 0 and 1 (or 0 and 255); it is {holding} "
+                    f"(a label map: pass labels == {object_id}; probabilities: probs > 0.5)"
+                )
         new_object = object_id not in state.object_ids
         state.given.setdefault(frame_index, {})[object_id] = mask.astype(bool)
         self._forget(state, frame_index, everything=new_object)
@@ -265,12 +283,15 @@ class Predictor:
 
     @staticmethod
     def _check_frame(state: PredictorState, frame_index: int) -> None:
-        if not isinstance(frame_index, int | np.integer) or not 0 <= frame_index < len(
-            state.frames
+        n = len(state.frames)
+        if (
+            not isinstance(frame_index, int | np.integer)
+            or isinstance(frame_index, bool)
+            or not 0 <= frame_index < n
         ):
             raise IndexError(
-                f"frame index {frame_index!r} is out of range: the video has "
-                f"{len(state.frames)} frames (0 to {len(state.frames) - 1})"
+                f"frame index {frame_index!r} is out of range: the video has {n} frames "
+                f"(0 to {n - 1})"
             )
 
     @staticmethod
