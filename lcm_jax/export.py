@@ -96,13 +96,37 @@ class ExportedModel:
                 f"labels must be [{h}, {w}] and given [{o}]; got {list(labels.shape)}, "
                 f"{list(given.shape)}"
             )
+        if labels.dtype != np.uint8 or given.dtype != bool:
+            raise ExportError(
+                f"labels must be uint8 and given bool; got {labels.dtype} and {given.dtype}"
+            )
+        if labels.max() > o:
+            raise ExportError(
+                f"labels hold {int(labels.max())}: they are object index + 1, at most {o} "
+                f"(the step was exported for {o} objects)"
+            )
         return self._step(self._variables, memory, frame, labels, given, np.int32(t))
 
     def segment(
         self, frames: Iterable[np.ndarray], first_labels: np.ndarray
     ) -> Iterator[np.ndarray]:
         """Label maps (uint8 [H, W], the object ids of `first_labels`) of every frame, from
-        the first frame's label map (0 background, 255 void)."""
+        the first frame's label map (integers, 0 background, 255 void)."""
+        first_labels = np.asarray(first_labels)
+        if (
+            first_labels.dtype.kind not in "iu"
+            or first_labels.size
+            and (first_labels.min() < 0 or first_labels.max() > 255)
+        ):
+            raise ExportError(
+                "the first mask must be a label map of object ids (integers 0 to 255, uint8 "
+                f"[H, W]); got {first_labels.dtype} "
+                + (
+                    f"with values {first_labels.min()} to {first_labels.max()}"
+                    if first_labels.size
+                    else "with no values"
+                )
+            )
         ids = sorted(set(np.unique(first_labels).tolist()) - {0, 255})
         if len(ids) > self.meta["objects"]:
             raise ExportError(
@@ -117,7 +141,7 @@ class ExportedModel:
         none = np.zeros(self.meta["objects"], bool)
         memory, pending = self.init_memory(), None
         for t, frame in enumerate(frames):
-            labels = lut[first_labels] if t == 0 else np.zeros_like(first_labels)
+            labels = lut[first_labels] if t == 0 else np.zeros(first_labels.shape, np.uint8)
             memory, out, _ = self.step(memory, frame, labels, given if t == 0 else none, t)
             if pending is not None:
                 yield to_id[np.asarray(pending)]

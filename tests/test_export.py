@@ -120,3 +120,38 @@ def test_an_output_that_is_a_folder_or_under_a_file_is_one_line_before_loading(t
         f"error: {out}: Not a directory ({tmp_path / 'afile'} is a file)\n"
     )
     assert sorted(os.listdir(tmp_path)) == ["adir", "afile"] and not os.listdir(tmp_path / "adir")
+
+
+def test_labels_of_another_dtype_or_range_are_clear_errors_naming_them(exported):
+    _, model_file = exported
+    model = export.load(model_file)
+    frame, labels, given = (
+        np.zeros((64, 64, 3), np.uint8),
+        np.zeros((64, 64), np.uint8),
+        np.ones(2, bool),
+    )
+    with pytest.raises(
+        export.ExportError, match="labels must be uint8 and given bool; got int64 and bool"
+    ):
+        model.step(model.init_memory(), frame, labels.astype(np.int64), given, 0)
+    with pytest.raises(
+        export.ExportError, match="labels must be uint8 and given bool; got uint8 and int32"
+    ):
+        model.step(model.init_memory(), frame, labels, given.astype(np.int32), 0)
+    with pytest.raises(
+        export.ExportError, match=r"labels hold 3: they are object index \+ 1, at most 2"
+    ):
+        model.step(model.init_memory(), frame, labels + 3, given, 0)
+    bad_firsts = [
+        (labels.astype(np.float32), "float32 with values 0.0 to 0.0"),
+        (labels.astype(np.int32) + 300, "int32 with values 300 to 300"),
+    ]
+    for first, got in bad_firsts:
+        with pytest.raises(
+            export.ExportError, match=r"first mask must be a label map .*; got " + got
+        ):
+            next(model.segment([frame], first))
+    first = np.zeros((64, 64), np.int32)  # an integer label map of another dtype is fine
+    first[10:20, 10:20] = 7
+    out = list(model.segment([frame, frame], first))
+    assert [x.dtype for x in out] == [np.uint8] * 2 and np.array_equal(out[0], first)
