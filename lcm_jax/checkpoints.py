@@ -17,8 +17,10 @@ directory or a torchvision `.pth`). Each checks the shapes against the configure
 
 A checkpoint describes itself: `save_variables` writes the model config (configs/model.py's
 fields) as `model_config.json` beside the Orbax files, and the training loop saves it with every
-step as the JSON item "model_config". Checkpoints written before configs were stored have
-neither; `load_model_config` returns None for them and the caller must be told the model.
+step as the JSON item "model_config", and the whole training config as the item "config" (a
+resumed run is checked against it: `stored_training_configs`). Checkpoints written before
+configs were stored have neither; `load_model_config` returns None for them and the caller
+must be told the model.
 """
 
 import json
@@ -36,6 +38,7 @@ from lcm_jax import files
 STATE_ITEM = "state"  # the CheckpointManager item that the training loop saves
 DATA_ITEM = "data"  # its JSON item holding the input position (the step, the data seed, ...)
 MODEL_CONFIG_ITEM = "model_config"  # its JSON item holding the model config
+CONFIG_ITEM = "config"  # its JSON item holding the whole training config (JSON types)
 MODEL_CONFIG_FILE = "model_config.json"  # the model config beside save_variables' weights
 _ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
 
@@ -322,20 +325,44 @@ def check_matches(expected: Any, found: Any, where: str) -> None:
 
 def training_manager(directory: str, keep: int) -> ocp.CheckpointManager:
     """The CheckpointManager of a training run's checkpoints in the absolute path or URL
-    `directory` (items "state", "data", "model_config"), saving asynchronously and keeping the
-    last `keep` steps. It creates `directory` only with its first save, so a run that fails its
-    checks leaves no trace."""
+    `directory` (items "state", "data", "model_config", "config"), saving asynchronously and
+    keeping the last `keep` steps. It creates `directory` only with its first save, so a run
+    that fails its checks leaves no trace."""
     return ocp.CheckpointManager(
         directory,
         item_handlers={
             STATE_ITEM: ocp.StandardCheckpointHandler(),
             DATA_ITEM: ocp.JsonCheckpointHandler(),
             MODEL_CONFIG_ITEM: ocp.JsonCheckpointHandler(),
+            CONFIG_ITEM: ocp.JsonCheckpointHandler(),
         },
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=False, enable_async_checkpointing=True
         ),
     )
+
+
+def stored_training_configs(
+    manager: ocp.CheckpointManager, step: int
+) -> tuple[dict | None, dict | None]:
+    """(training config, model config) saved with step `step`; None for an item the
+    checkpoint lacks (the training config was not saved before it was stored with every
+    step, the model config before that)."""
+    items = [k for k in (CONFIG_ITEM, MODEL_CONFIG_ITEM) if k in dict(manager.item_metadata(step))]
+    if not items:
+        return None, None
+    where = f"checkpoint {step} in {manager.directory}"
+    try:
+        restored = manager.restore(
+            step, args=ocp.args.Composite(**{k: ocp.args.JsonRestore() for k in items})
+        )
+    except Exception as e:  # orbax raises many types for damaged items
+        raise CheckpointError(f"{where}: cannot read its stored config (damaged?): {e}") from e
+    found = [restored[k] if k in items else None for k in (CONFIG_ITEM, MODEL_CONFIG_ITEM)]
+    for k, value in zip((CONFIG_ITEM, MODEL_CONFIG_ITEM), found, strict=True):
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"{where}: its {k!r} item is not a JSON object (damaged?)")
+    return found[0], found[1]
 
 
 def restore_training_state(
@@ -358,15 +385,22 @@ def restore_training_state(
         {k: found[k] for k in ("params", "batch_stats") if k in found},
         f"{where} (a workdir of another model?)",
     )
-    restored = manager.restore(
-        latest,
-        args=ocp.args.Composite(
-            **{
-                STATE_ITEM: ocp.args.StandardRestore(abstract_state),
-                DATA_ITEM: ocp.args.JsonRestore(),
-            }
-        ),
-    )
+    try:
+        restored = manager.restore(
+            latest,
+            args=ocp.args.Composite(
+                **{
+                    STATE_ITEM: ocp.args.StandardRestore(abstract_state),
+                    DATA_ITEM: ocp.args.JsonRestore(),
+                }
+            ),
+        )
+    except Exception as e:  # e.g. an optimizer state of another optimizer; a damaged step
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(
+            f"cannot resume from {where} (a workdir of another optimizer or stage?): "
+            f"{type(e).__name__}: {detail}"
+        ) from e
     return restored[STATE_ITEM], restored[DATA_ITEM]
 
 
@@ -376,8 +410,11 @@ def save_training_state(
     state: Mapping,
     data_position: Mapping,
     model_config: Mapping,
+    config: Mapping,
 ) -> None:
-    """Starts saving step `step` (asynchronously; `manager.wait_until_finished()` waits)."""
+    """Starts saving step `step` with the input position, the model config and the training
+    config (JSON types) that produced it (asynchronously; `manager.wait_until_finished()`
+    waits)."""
     manager.save(
         step,
         args=ocp.args.Composite(
@@ -385,6 +422,7 @@ def save_training_state(
                 STATE_ITEM: ocp.args.StandardSave(state),
                 DATA_ITEM: ocp.args.JsonSave(dict(data_position)),
                 MODEL_CONFIG_ITEM: ocp.args.JsonSave(dict(model_config)),
+                CONFIG_ITEM: ocp.args.JsonSave(dict(config)),
             }
         ),
         force=True,

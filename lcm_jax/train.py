@@ -21,7 +21,9 @@ position and the model config (`lcm_jax.checkpoints`: `save_training_state`,
 
 Resuming: the workdir's latest checkpoint, else `config.init_from`, else a fresh init; the
 step s batch and the step s rng (`fold_in(key(seed), s)`) depend on s only, so a run killed
-and restarted repeats the losses of an uninterrupted one exactly. Checkpoints are saved every
+and restarted repeats the losses of an uninterrupted one exactly. A checkpoint stores the
+config that wrote it, and a resumed run may differ from it only in RESUMABLE_FIELDS (the
+length, the bookkeeping, the mesh): `check_resume`. Checkpoints are saved every
 `checkpoint_every_steps`, at the end and on SIGTERM (then the run stops).
 
 Input: `train_and_evaluate(..., batches=fn)` takes any `fn(seed, start_step, split)` that
@@ -218,6 +220,87 @@ def check_processes_agree(config: ml_collections.ConfigDict, workdir: str) -> No
             + ("; ..." if len(differences) > 10 else "")
             + "): start every process with the same command"
         )
+
+
+# Fields a run resumed from a workdir's checkpoint may set differently from the run that wrote
+# it: how long to train, how often to log, save and evaluate, the progress bar, how the same
+# batch is spread over devices, a memory-only model knob, and where the same data is read
+# from. Any other difference (model, stage, optimizer, learning rate, batch size, data, seeds,
+# init_from, ...) stops the run: `check_resume`.
+RESUMABLE_FIELDS = (
+    "num_train_steps",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "eval_every_steps",
+    "num_eval_batches",
+    "eval_data_seed",
+    "progress_bar",
+    "mesh",
+    "grad_accum_steps",
+    "model.grm_chunk_size",
+    "data.manual_dir",
+    "data.data_dir",
+    "data.prepare_if_missing",
+    "data.feed",
+    "data.num_parallel_calls",
+    "data.prefetch",
+    "data.eval_split",
+)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": leaf, ...} of nested dicts."""
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    return {
+        k: v
+        for key, sub in tree.items()
+        for k, v in _flatten(sub, f"{prefix}.{key}".lstrip(".")).items()
+    }
+
+
+def check_resume(config: ml_collections.ConfigDict, manager, workdir: str) -> None:
+    """Raises ConfigError, naming each field, when `manager`'s latest checkpoint was written
+    with settings that a resumed run may not change (all but RESUMABLE_FIELDS; a field the
+    stored config lacks, from an older version, is not compared). A checkpoint from before the
+    training config was stored is compared on its model config only."""
+    latest = manager.latest_step()
+    if latest is None:
+        return
+    try:
+        stored, stored_model = checkpoints.stored_training_configs(manager, latest)
+    except checkpoints.CheckpointError as e:
+        raise ConfigError(str(e)) from e
+    current = json.loads(config.to_json())
+    if stored is None:
+        if stored_model is None:
+            return
+        stored, current = {"model": stored_model}, {"model": current["model"]}
+    old, new = _flatten(stored), _flatten(current)
+    differing = [
+        f"{name}: {json.dumps(old[name])} -> {json.dumps(new[name])}"
+        for name in sorted(set(old) & set(new))
+        if old[name] != new[name] and name not in RESUMABLE_FIELDS
+    ]
+    if differing:
+        raise ConfigError(
+            f"workdir {workdir} holds a run with other settings (checkpoint {latest}: "
+            + "; ".join(differing)
+            + "): run with its settings to resume it, or use another --workdir (with "
+            "--config.init_from to start from its weights); a resumed run may change only "
+            "the steps, the log/checkpoint/eval settings, the mesh, grad_accum_steps and the "
+            "data's folders"
+        )
+    if (
+        old.get("num_train_steps") not in (None, config.num_train_steps)
+        and config.optimizer.schedule != "constant"
+    ):
+        logging.warning(
+            "num_train_steps changed from %s to %d: the %s learning rate schedule of the "
+            "remaining steps follows the new count.",
+            old["num_train_steps"], config.num_train_steps, config.optimizer.schedule,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------- Mesh
@@ -495,6 +578,12 @@ def train_and_evaluate(
         except OSError as e:
             raise ConfigError(f"workdir {files.describe(e)}") from e
     check_processes_agree(config, workdir)
+    # A workdir's checkpoints must come from this config (but RESUMABLE_FIELDS): checked
+    # before the data is read or prepared.
+    manager = checkpoints.training_manager(
+        os.path.join(workdir, "checkpoints"), config.keep_checkpoints
+    )
+    check_resume(config, manager, workdir)
 
     # ---------------------------------------------------------------- Mesh
     mesh = make_mesh(config.mesh)
@@ -542,11 +631,8 @@ def train_and_evaluate(
     )
 
     # ---------------------------------------------------------------- Checkpoint
-    # Init order: the workdir's latest checkpoint -> config.init_from -> scratch. Every check
-    # runs before anything is written to the workdir.
-    manager = checkpoints.training_manager(
-        os.path.join(workdir, "checkpoints"), config.keep_checkpoints
-    )
+    # Init order: the workdir's latest checkpoint (`manager`, above) -> config.init_from ->
+    # scratch. Every check runs before anything is written to the workdir.
 
     def position(step: int) -> dict[str, int]:
         """The input position saved with a checkpoint."""
@@ -592,9 +678,11 @@ def train_and_evaluate(
         state = jax.jit(lambda: init_state(fresh_variables(), tx), out_shardings=state_shardings)()
         start_step = 0
 
+    saved_config = json.loads(config.to_json())  # what `check_resume` compares with
+
     def save(step: int) -> None:
         checkpoints.save_training_state(
-            manager, step, state, position(step), config.model.to_dict()
+            manager, step, state, position(step), config.model.to_dict(), saved_config
         )
 
     # ---------------------------------------------------------------- Update

@@ -8,6 +8,7 @@ through JAX's persistent compilation cache, so equal configs compile once.
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,13 +118,19 @@ def run(config, workdir, clips, nan_at_step=None):
     return train.train_and_evaluate(config, str(workdir), batches=batches)
 
 
+def config_of_eight_device_run(**overrides):
+    """`eight_device_run`'s config: eval batch 0 == the batch of step 1 (eval_data_seed ==
+    data_seed)."""
+    defaults = {"eval_every_steps": 1, "num_eval_batches": 1, "eval_data_seed": 0}
+    return tiny_config(**{**defaults, **overrides})
+
+
 @pytest.fixture(scope="module")
 def eight_device_run(tmp_path_factory, initial_variables, clips):
     """One SGD step on the 8-device mesh, then the eval loss on the clips of that step; its
     workdir is "stage 1" for later tests."""
     workdir = tmp_path_factory.mktemp("eight")
-    config = tiny_config(init_from=initial_variables, eval_every_steps=1, num_eval_batches=1)
-    config.eval_data_seed = config.data_seed  # eval batch 0 == the batch of step 1
+    config = config_of_eight_device_run(init_from=initial_variables)
     state, history = run(config, workdir, clips)
     return workdir, jax.device_get(state), history
 
@@ -467,18 +474,67 @@ def test_an_init_from_of_another_model_lists_the_mismatched_parameters(
     assert not (tmp_path / "w").exists()
 
 
-def test_a_workdir_of_another_model_is_rejected_and_left_untouched(eight_device_run, clips):
+def test_a_workdir_of_another_model_is_rejected_and_left_untouched(
+    eight_device_run, initial_variables, clips
+):
     workdir, _, _ = eight_device_run
     before = _snapshot(workdir)
     config = tiny_config(num_train_steps=3)
     config.model.backbone = "resnet34"  # more blocks than the checkpoint's ResNet-18
-    with pytest.raises(train.ConfigError, match=r"checkpoint 1 in .* does not match") as e:
+    with pytest.raises(train.ConfigError) as e:
         run(config, workdir, clips)
+    message = str(e.value)
+    assert message.startswith(f"workdir {workdir} holds a run with other settings (checkpoint 1: ")
+    assert f'init_from: "{initial_variables}" -> ""' in message
+    assert 'model.backbone: "resnet18" -> "resnet34"' in message
+    assert "num_train_steps" not in message.split("):")[0]  # may change on resume
+    assert _snapshot(workdir) == before
+
+
+def test_a_resumed_run_may_change_only_its_length_and_bookkeeping(
+    eight_device_run, initial_variables, clips, tmp_path
+):
+    workdir = tmp_path / "w"
+    shutil.copytree(eight_device_run[0], workdir)
+    before = _snapshot(workdir)
+    changed = config_of_eight_device_run(init_from=initial_variables, batch_size=16, stage="main")
+    changed.optimizer.learning_rate = 0.5
+    with pytest.raises(train.ConfigError) as e:
+        run(changed, workdir, clips)
     assert (
-        "params/memory_encoder/layer1_2/conv1/kernel: expected (3, 3, 8, 8), found nothing"
-        in str(e.value)
+        "(checkpoint 1: batch_size: 8 -> 16; optimizer.learning_rate: 0.05 -> 0.5; "
+        'stage: "pretrain" -> "main"): run with its settings to resume it' in str(e.value)
     )
     assert _snapshot(workdir) == before
+    # Training longer, with other log/checkpoint/eval settings and a progress bar, resumes.
+    longer = config_of_eight_device_run(
+        init_from=initial_variables, num_train_steps=2, eval_every_steps=0, progress_bar=True
+    )
+    state, history = run(longer, workdir, clips)
+    assert int(state["step"]) == 2 and [h["step"] for h in history] == [2]
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
+
+
+def test_a_checkpoint_without_a_stored_config_is_checked_on_its_model_and_optimizer(
+    eight_device_run, initial_variables, clips, tmp_path
+):
+    # As written before checkpoints stored the training config: no "config" item.
+    workdir = tmp_path / "w"
+    shutil.copytree(eight_device_run[0], workdir)
+    shutil.rmtree(workdir / "checkpoints" / "1" / "config", ignore_errors=True)
+    wider = config_of_eight_device_run(init_from=initial_variables, num_train_steps=2)
+    wider.model.width = 0.25
+    with pytest.raises(train.ConfigError, match=r"\(checkpoint 1: model\.width: 0\.125 -> 0\.25\)"):
+        run(wider, workdir, clips)
+    adam = config_of_eight_device_run(init_from=initial_variables, num_train_steps=2)
+    adam.optimizer.name = "adam"  # the checkpoint's optimizer state is SGD's
+    with pytest.raises(train.ConfigError) as e:
+        run(adam, workdir, clips)
+    assert str(e.value).startswith(
+        f"cannot resume from checkpoint 1 in {workdir / 'checkpoints'} (a workdir of another "
+        "optimizer or stage?): ValueError: "
+    )
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize(
