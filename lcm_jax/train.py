@@ -651,6 +651,12 @@ def train_and_evaluate(
         state, data_position = restored
         start_step = int(data_position["step"])
         logging.info("Resuming from %s at step %d.", manager.directory, start_step)
+        if start_step >= config.num_train_steps:
+            logging.warning(
+                "%s is at step %d and num_train_steps is %d: nothing to train (a larger "
+                "--config.num_train_steps trains longer).",
+                manager.directory, start_step, config.num_train_steps,
+            )  # fmt: skip
         if data_position != position(start_step):
             logging.warning(
                 "The input differs from the checkpoint's (%s, now %s): the batches after step "

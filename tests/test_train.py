@@ -6,6 +6,7 @@ the batch at step s depends only on (seed, s)). Compiled executables are shared 
 through JAX's persistent compilation cache, so equal configs compile once.
 """
 
+import logging
 import os
 import re
 import shutil
@@ -492,7 +493,7 @@ def test_a_workdir_of_another_model_is_rejected_and_left_untouched(
 
 
 def test_a_resumed_run_may_change_only_its_length_and_bookkeeping(
-    eight_device_run, initial_variables, clips, tmp_path
+    eight_device_run, initial_variables, clips, tmp_path, caplog
 ):
     workdir = tmp_path / "w"
     shutil.copytree(eight_device_run[0], workdir)
@@ -513,6 +514,13 @@ def test_a_resumed_run_may_change_only_its_length_and_bookkeeping(
     state, history = run(longer, workdir, clips)
     assert int(state["step"]) == 2 and [h["step"] for h in history] == [2]
     assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
+    # Fewer steps than the workdir holds: nothing to train, and the log says so.
+    with caplog.at_level(logging.WARNING):
+        state, history = run(
+            config_of_eight_device_run(init_from=initial_variables), workdir, clips
+        )
+    assert int(state["step"]) == 2 and history == []
+    assert "is at step 2 and num_train_steps is 1: nothing to train" in caplog.text
 
 
 def test_a_checkpoint_without_a_stored_config_is_checked_on_its_model_and_optimizer(
