@@ -59,6 +59,7 @@ from jax.sharding import PartitionSpec as P
 from lcm_jax import checkpoints, files, losses
 from lcm_jax.configs import base as base_config
 from lcm_jax.configs.data import STAGES
+from lcm_jax.inference import manifest
 from lcm_jax.input_pipeline.video_io import DatasetError
 from lcm_jax.model import LCM, build_model, init_variables
 
@@ -249,17 +250,6 @@ RESUMABLE_FIELDS = (
 )
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a.b": leaf, ...} of nested dicts."""
-    if not isinstance(tree, Mapping):
-        return {prefix: tree}
-    return {
-        k: v
-        for key, sub in tree.items()
-        for k, v in _flatten(sub, f"{prefix}.{key}".lstrip(".")).items()
-    }
-
-
 def check_resume(config: ml_collections.ConfigDict, manager, workdir: str) -> None:
     """Raises ConfigError, naming each field, when `manager`'s latest checkpoint was written
     with settings that a resumed run may not change (all but RESUMABLE_FIELDS; a field the
@@ -277,7 +267,7 @@ def check_resume(config: ml_collections.ConfigDict, manager, workdir: str) -> No
         if stored_model is None:
             return
         stored, current = {"model": stored_model}, {"model": current["model"]}
-    old, new = _flatten(stored), _flatten(current)
+    old, new = manifest.flatten(stored), manifest.flatten(current)
     differing = [
         f"{name}: {json.dumps(old[name])} -> {json.dumps(new[name])}"
         for name in sorted(set(old) & set(new))

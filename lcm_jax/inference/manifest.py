@@ -67,11 +67,12 @@ def build(command: str, identity: Mapping, data: Mapping) -> dict:
     return json.loads(json.dumps(manifest))  # as it reads back from the file
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": leaf, ...} of nested mappings (a manifest, a config's JSON)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -80,7 +81,7 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 def differences(old: Mapping, new: Mapping) -> list[str]:
     """Each entry that differs, as "key: old -> new" (JSON values), informational ones aside;
     other weights are named by their checkpoints' paths and steps."""
-    old, new = _flatten(old), _flatten(new)
+    old, new = flatten(old), flatten(new)
     show = lambda flat, key: json.dumps(flat[key]) if key in flat else "(none)"  # noqa: E731
     where = lambda flat: f"{flat.get('checkpoint.path')} step {flat.get('checkpoint.step')}"  # noqa: E731
     out = []
