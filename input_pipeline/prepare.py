@@ -23,7 +23,8 @@ from pathlib import Path
 
 import ml_collections
 
-from lcm_jax.input_pipeline import folder_source, pipeline, synthetic
+from lcm_jax import files
+from lcm_jax.input_pipeline import folder_source, pipeline
 
 
 def prepare(
@@ -53,7 +54,7 @@ def prepare(
             f"got {resolution!r}"
         )
     if "://" not in data_dir:  # a local folder (TFDS also writes to gs:// and other URLs)
-        synthetic.check_output_folder(data_dir, "--data_dir")
+        files.check_writable(data_dir, folder=True)
     from lcm_jax.input_pipeline import tfds_sets, youtube_vos  # imports TensorFlow
 
     versions = [c.name for c in youtube_vos.YoutubeVos.BUILDER_CONFIGS]

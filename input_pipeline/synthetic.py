@@ -317,21 +317,6 @@ def check_arguments(prefix: str = "", **values: int | None) -> None:
         raise ValueError(f"{prefix}{name} must be {allowed}, got {value}")
 
 
-def check_output_folder(path: str | os.PathLike, flag: str) -> None:
-    """Raises ValueError naming `flag` and `path` unless `path` is a folder, or can be created
-    as one (its nearest existing ancestor is a writable folder). Nothing is created."""
-    target = Path(path).absolute()
-    for folder in (target, *target.parents):
-        if not folder.exists():
-            continue
-        if not folder.is_dir():
-            where = "is" if folder == target else f"is under {str(folder)!r},"
-            raise ValueError(f"{flag} {str(path)!r} {where} a file, not a folder")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {str(path)!r}: {str(folder)!r} is not writable")
-        return
-
-
 def _num_val(num_videos: int, val_fraction: float) -> int:
     return min(num_videos - 1, max(1, round(num_videos * val_fraction))) if num_videos > 1 else 0
 
@@ -473,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     check_arguments("--", **{name: getattr(args, name) for name in RANGES})
-    check_output_folder(args.out, "--out")
+    files.check_writable(args.out, folder=True)  # a folder, or one that can be made
     out = generate(
         args.out,
         num_videos=args.num_videos,
