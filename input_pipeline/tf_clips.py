@@ -11,8 +11,10 @@ nearest for labels, constant fill 0), blurs (pretrain) and colour-jitters the fr
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 
 import ml_collections
@@ -117,16 +119,35 @@ def clip_batches(
     (and reads the records; `from_generator`, run by tf.data ahead of the consumer), tf.data
     decodes and warps them in parallel (`render_clip`, traced once), keeps their order and
     batches them. An error of the generator (e.g. DatasetError: no usable video) is raised
-    again as itself by the iterator. Closing the iterator (or dropping it) first stops the
-    generator and drains what tf.data has in flight: a tf.data iterator destroyed while its
-    generator waits for the GIL, which the destroying thread holds, would hang forever.
+    again as itself by the iterator. Closing the iterator (or dropping it, or exiting with it
+    still open) first stops the generator and drains what tf.data has in flight: a tf.data
+    iterator destroyed while its generator waits for the GIL, which the destroying thread holds,
+    would hang forever.
 
     Args:
         source: records (`lcm_jax.input_pipeline.sources`); this process's shard.
         cfg: data config (`configs/data.py`); `cfg.stage` picks the sampler.
         seed, start_index, process_index: see "Randomness" in the `clips` module docstring.
     """
-    cfg = ml_collections.FrozenConfigDict(cfg)
+    stream = _stream(source, ml_collections.FrozenConfigDict(cfg), batch_size, seed, start_index,
+                     process_index)  # fmt: skip
+    _OPEN_STREAMS.add(stream)
+    return stream
+
+
+# Streams not closed yet. At exit their tf.data iterators would be destroyed in no set order,
+# possibly while a generator call waits for the GIL (a hang); they are closed first instead.
+_OPEN_STREAMS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    for stream in list(_OPEN_STREAMS):
+        stream.close()
+
+
+def _stream(source, cfg, batch_size, seed, start_index, process_index):
+    """The generator of `clip_batches`."""
     parallel = cfg.num_parallel_calls if cfg.num_parallel_calls > 0 else tf.data.AUTOTUNE
     failures = []  # what the generator raised: tf.data reports it as an OpError only
     stop = threading.Event()  # set when the consumer closes: the generator ends

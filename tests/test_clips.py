@@ -449,3 +449,31 @@ def test_the_held_out_split_holds_exactly_the_davis_val_videos(prepared):
     youtube = data_configs.get_config("youtube,main")
     with pytest.raises(ValueError, match="no fully annotated held-out split"):
         pipeline.load_source(youtube, "val")
+
+
+_EXIT_WITH_A_STREAM_OPEN = """
+import sys, time
+from lcm_jax.configs import data as data_configs
+from lcm_jax.input_pipeline import sources, tf_clips, tfds_sets
+class Slow(sources.ConcatSource):  # reads that release the GIL: tf.data is mid-call at exit
+    def __getitem__(self, index):
+        time.sleep(0.05)
+        return super().__getitem__(index)
+source = Slow([tfds_sets.TfdsSource(tfds_sets.get_builder("davis17", sys.argv[1]), "train")])
+batches = tf_clips.clip_batches(source, data_configs.get_config("synthetic,main,tiny"),
+                                batch_size=2, seed=0)
+next(batches)
+print("exiting with the stream open")
+"""
+
+
+def test_a_process_exits_with_a_clip_stream_still_open(prepared):
+    # Without closing the stream at exit, tf.data's iterator was destroyed while its generator
+    # waited for the GIL that the destroying thread held: the process hung (3 of 3 tries).
+    _, data_dir = prepared
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_WITH_A_STREAM_OPEN, str(data_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "exiting with the stream open"
