@@ -1,7 +1,8 @@
 """A benchmark split segmented into a results folder, then scored (DAVIS) or zipped (YouTube-VOS).
 
+    from lcm_jax.inference import splits
     segmenter = Segmenter.from_checkpoint("workdir")
-    result = evaluate(segmenter, splits.list_davis("/data/DAVIS", "val"), "results/davis_val")
+    result = evaluate(segmenter, splits.list_davis("data/DAVIS", "val"), "results/davis_val")
     result.scores.global_scores()["J&F-Mean"], result.failures
 
 Files (outputs.py): DAVIS `<out>/<seq>/<frame>.png`, then `global_results-<split>.csv` and

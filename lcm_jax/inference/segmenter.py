@@ -1,7 +1,7 @@
 """A model ready to segment: its config, weights and inference options, and where they came from.
 
     segmenter = Segmenter.from_checkpoint("workdir", InferenceOptions(flip=True))
-    segmenter.engine.run(video)        # the Engine, made on first use
+    results = list(segmenter.engine.run(video))  # the Engine, made on first use
     segmenter.identity()               # what a results folder's manifest records of it
 
 `from_checkpoint` reads the model config stored with the checkpoint (`model` overrides it, and

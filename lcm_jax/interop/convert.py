@@ -20,6 +20,7 @@ Linear [out,in]; a Flax 2-D kernel may also stand for a torch 1x1 conv [out,in,1
 BatchNorm weight/bias <-> params scale/bias, running_mean/var <-> batch_stats mean/var
 (num_batches_tracked is dropped; written as 0 towards torch).
 
+    from lcm_jax.interop import LCMTorch
     template = abstract_variables(cfg)                    # shapes only (jax.eval_shape)
     variables = torch_to_flax(torch_net.state_dict(), template)
     state_dict = flax_to_torch(variables, LCMTorch(**cfg).state_dict())

@@ -11,6 +11,7 @@ the modules compute in NCHW internally. Parameter names mirror torchvision's Res
 state_dict loads into an encoder unchanged (layer4 and fc are not built: LCM reads res4),
 and STM's decoder (`convFM`, `ResMM`, `RF3.convFS`, `RF3.ResFS`, `RF3.ResMM`, `RF2`, `pred2`).
 
+    from lcm_jax.configs import model as model_configs
     net = LCMTorch(**model_configs.get_config("tiny"))
     logits = net(frames, masks, valid)          # [B, 2, 1+O, H, W], the training clip
 """
