@@ -12,7 +12,7 @@ or the synthetic generator's static images); main/sequence read videos. "tiny" s
 
 For the tf.data feed (`feed`, below), prepare real sets once (TFDS, ArrayRecord files; the NumPy
 feed reads the folders in manual_dir as they are) with
-    python -m lcm_jax.input_pipeline.prepare --dataset davis17 --manual_dir ~/data/DAVIS \
+    python -m lcm_jax.input_pipeline.prepare --dataset davis17 --manual_dir ~/data/vos/DAVIS \
         --data_dir ~/tensorflow_datasets
 """
 

@@ -3,10 +3,11 @@
     python -m lcm_jax.input_pipeline.prepare --dataset davis17 --manual_dir ~/data/vos/DAVIS \
         --data_dir ~/tensorflow_datasets [--resolution 480p|full_resolution]
     python -m lcm_jax.input_pipeline.prepare --dataset youtube --version 2019 \
-        --manual_dir ~/vos/YouTube ...
-    python -m lcm_jax.input_pipeline.prepare --dataset static --manual_dir ~/data/vos/static ...
+        --manual_dir ~/data/vos/YouTube --data_dir ~/tensorflow_datasets
+    python -m lcm_jax.input_pipeline.prepare --dataset static --manual_dir ~/data/vos/static \
+        --data_dir ~/tensorflow_datasets
     python -m lcm_jax.input_pipeline.prepare --dataset synthetic \
-        --manual_dir /tmp/lcm_synthetic/raw ...
+        --manual_dir /tmp/lcm_synthetic/raw --data_dir /tmp/lcm_synthetic/tfds
 
 `synthetic` prepares all three from a folder written by `python -m lcm_jax.input_pipeline.synthetic`
 (its DAVIS/, YouTube/ and static/ subfolders). TFDS shows progress bars while it builds.
