@@ -1,8 +1,8 @@
 """Model variables on disk (Orbax, no TensorFlow), each with the model config that made them.
 
-    save_variables("/tmp/lcm_vars", {"params": ..., "batch_stats": ...}, model_config)
-    variables = load_variables("/tmp/lcm_vars")      # or a training workdir
-    model_config = load_model_config("/tmp/lcm_vars")  # dict, or None for an older checkpoint
+    save_variables("lcm_vars", variables, model_config)  # {"params": ..., "batch_stats": ...}
+    variables = load_variables("lcm_vars")          # or a training workdir
+    model_config = load_model_config("lcm_vars")    # dict, or None for an older checkpoint
 
 `load_variables` reads (a) a directory written by `save_variables` and (b) a training workdir
 managed by an Orbax `CheckpointManager` (its latest step, item "state", a dict with "step",

@@ -12,7 +12,7 @@ Each setting may come from a flag or from the environment, but all three must be
 together; with none of them and no launcher, the process runs alone and nothing is initialised.
 
     JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
-        python -m lcm_jax.main --config ... --workdir ...
+        python -m lcm_jax.main --config configs/lcm.py:stage=main --workdir $W/main
 """
 
 from __future__ import annotations

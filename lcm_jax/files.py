@@ -1,12 +1,12 @@
 """Files written whole or not at all, with the permissions of the user's umask.
 
-    write_text(path, "a,b\\n")                   # or write_bytes(path, data)
-    with atomic_path(path) as tmp:               # for writers that want a path (PIL, ffmpeg)
+    write_text(csv_path, "a,b\\n")               # or write_bytes(csv_path, data)
+    with atomic_path(png_path) as tmp:           # for writers that want a path (PIL, ffmpeg)
         image.save(tmp, format="PNG")
-    with atomic_dir(path) as tmp:                # a directory the block creates (Orbax)
+    with atomic_dir(checkpoint_dir) as tmp:      # a directory the block creates (Orbax)
         checkpointer.save(tmp, variables)
     remove_temporaries(folder)                   # what a killed run (SIGKILL) left behind
-    check_writable(path)                         # before the work: the error writing would give
+    check_writable(csv_path)                     # before the work: the error writing would give
     describe(error)                              # an OSError as "PATH: reason", for error lines
 
 Each output is first written to a temporary sibling named `.<stem>.<8 hex>.tmp<suffix>` (the

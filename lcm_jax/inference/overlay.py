@@ -2,7 +2,7 @@
 
     colours = {}
     with overlay_video("out/overlay.mp4", fps=24) as append:   # or .gif
-        for frame, labels in ...:
+        for frame, labels in zip(frames, predictions):  # uint8 [H, W, 3], label maps [H, W]
             colours = pick_colours(frame, labels, colours)      # one colour per object per video
             append(overlay(frame, labels, colours))
 

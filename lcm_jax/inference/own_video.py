@@ -2,7 +2,7 @@
 
     segmenter = Segmenter.from_checkpoint("workdir")
     result = segment_video(segmenter, "my_video.mp4", "first.png", "out/my_video")
-    result = segment_video(segmenter, "my_video.mp4", "frame40.png", "out/v", mask_frame=40)
+    result = segment_video(segmenter, "my_video.mp4", "frame3.png", "out/v", mask_frame=3)
 
 The mask of the first frame: the engine's pass, frame by frame. The mask of a later frame K:
 the interactive predictor (predictor.py) propagates it forwards from K to the end and backwards

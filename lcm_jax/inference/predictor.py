@@ -2,13 +2,13 @@
 
     predictor = Predictor.from_checkpoint("workdir")
     state = predictor.init_state("frames/")           # a frame folder, a video file or an array
-    predictor.add_mask(state, frame_index=40, object_id=1, mask=mask)   # bool [H, W]
-    for t, masks in predictor.propagate(state):               # frames 40, 41, ... {1: bool [H, W]}
+    predictor.add_mask(state, frame_index=3, object_id=1, mask=mask)    # bool [H, W]
+    for t, masks in predictor.propagate(state):               # frames 3, 4, ... {1: bool [H, W]}
         ...
-    for t, masks in predictor.propagate(state, reverse=True):  # frames 40, 39, ..., 0
+    for t, masks in predictor.propagate(state, reverse=True):  # frames 3, 2, 1, 0
         ...
-    predictor.add_mask(state, 70, 1, corrected)          # a correction where object 1 drifted
-    for t, masks in predictor.propagate(state, start=70):     # frames 70, 71, ... recomputed
+    predictor.add_mask(state, 5, 1, corrected)           # a correction where object 1 drifted
+    for t, masks in predictor.propagate(state, start=5):      # frames 5, 6, ... recomputed
         ...
 
 A propagation is the engine's pass (`Engine.run`, the same jitted step) over the frames in the

@@ -1,6 +1,6 @@
 """The videos of a benchmark split, listed once per run (DAVIS 2017, YouTube-VOS).
 
-    split = list_davis("/data/DAVIS", "val")     # or list_youtube("/data/YouTube", "valid")
+    split = list_davis("data/DAVIS", "val")      # or list_youtube("data/YouTube", "valid")
     split.videos     # VideoFiles of every video that could be listed, in the split's order
     split.unlisted   # (name, message) of those that could not (a missing folder, ...)
 
