@@ -1,7 +1,8 @@
-"""The segment, evaluate, convert and export commands of the README and of the CLIs' docstrings
-run as written, in a folder laid out as they assume (after `make demo`, with the weights they
-name); so do the Python snippets of the README's sections on the Predictor and on serving, on
-the model and on the PyTorch reference."""
+"""The segment, evaluate, convert and export commands of the README, of the CLIs' docstrings
+and of configs/lcm.py's run as written, in a folder laid out as they assume (after `make demo`,
+with the weights they name); so do the Python snippets of the README's sections on the
+Predictor and on serving (and export's docstring's), on the model and on the PyTorch
+reference."""
 
 import os
 import pickle
@@ -18,9 +19,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import torch
 from test_convert import stm_release
+from test_docstring_snippets import run_snippet
 from test_inference_support import synthetic_video, tiny_model
 
 from lcm_jax import checkpoints, convert, evaluate, export, segment
+from lcm_jax.configs import lcm as lcm_configs
 from lcm_jax.configs import model as model_configs
 from lcm_jax.input_pipeline import synthetic, video_io
 from lcm_jax.interop import torch_lcm as tl
@@ -34,7 +37,8 @@ BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```$", re.M | re.S)
 
 def documented_commands() -> list[str]:
     """Each distinct command, continuation lines joined, in the order the texts give them."""
-    texts = [(ROOT / "README.md").read_text()] + [m.__doc__ for m in (segment, evaluate, convert)]
+    texts = [(ROOT / "README.md").read_text()]
+    texts += [m.__doc__ for m in (segment, evaluate, convert, lcm_configs)]
     return joined(COMMAND, texts)
 
 
@@ -91,8 +95,9 @@ def run_quietly(argv: list[str], folder: Path, env: dict, what: str) -> None:
 def test_the_documented_commands_run_as_written(tmp_path):
     commands = documented_commands()
     # segment (from the first frame, from frame 3), evaluate (DAVIS, YouTube-VOS every 5th and
-    # all frames), convert x3
-    assert len(commands) == 8, commands
+    # all frames), convert x3, and configs/lcm.py's evaluate of $W/sequence (here the README's
+    # checkpoint: its run finds the README's results there and keeps them)
+    assert len(commands) == 9, commands
     synthetic.generate(tmp_path / "data", num_videos=4, num_frames=6, height=64, width=64,
                        seed=1, progress=False)  # fmt: skip
     # all frames of YouTube-VOS valid in STCN's layout: here the same as the every-5th folder
@@ -107,7 +112,7 @@ def test_the_documented_commands_run_as_written(tmp_path):
     video_io.write_label_png(tmp_path / "first.png", labels[0])
     video_io.write_label_png(tmp_path / "frame3.png", labels[3])
     paper_weights(tmp_path)
-    env = command_env(tmp_path)
+    env = {**command_env(tmp_path), "W": "demo_out/train/lcm"}
     for command in commands:
         run_quietly(["bash", "-c", command], tmp_path, env, command)
 
@@ -162,7 +167,7 @@ def serving_folder(path: Path) -> np.ndarray:
     return labels
 
 
-def test_the_serving_section_runs_as_written(tmp_path):
+def test_the_serving_section_runs_as_written(tmp_path, monkeypatch):
     section = readme_section(SERVING)
     blocks = BLOCK.findall(section)
     assert [language for language, _ in blocks] == ["python", "bash", "python"]
@@ -201,6 +206,12 @@ def test_the_serving_section_runs_as_written(tmp_path):
     assert len(served["labels"]) == 6
     np.testing.assert_array_equal(served["labels"][0], labels[0])
     assert set(np.unique(np.stack(served["labels"])).tolist()) <= {0, 1, 2}
+
+    # the module docstring's serving snippet, on the same file and video: the same labels
+    monkeypatch.chdir(tmp_path)
+    frames = iio.imread("my_video.mp4")
+    done = run_snippet("lcm_jax.export", frames=frames, first_labels=labels[0])
+    np.testing.assert_array_equal(done["labels"], served["labels"][-1])
 
 
 # what a model snippet leaves behind, into the file its argv names
