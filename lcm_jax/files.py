@@ -126,11 +126,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a path for the block to create a directory at (e.g. by Orbax's save), inside a new
-    temporary directory next to `path` (which must not exist); moves it to `path` when the block
-    ends without an exception. The temporary directory (with whatever a writer put beside its
-    output, as Orbax's own temporaries) is removed either way."""
-    path = Path(path)
+    """Yields an absolute path (Orbax takes no other) for the block to create a directory at (e.g.
+    by Orbax's save), inside a new temporary directory next to `path` (which must not exist);
+    moves it to `path` when the block ends without an exception. The temporary directory (with
+    whatever a writer put beside its output, as Orbax's own temporaries) is removed either way."""
+    path = Path(path).absolute()
     _make_parents(path)
     holder = _temporary_name(path)
     holder.mkdir(0o777)

@@ -105,7 +105,7 @@ def test_files_snippet(tmp_path, monkeypatch):
         "lcm_jax.files",
         csv_path="out/scores.csv",
         png_path="out/frame.png",
-        checkpoint_dir=tmp_path / "out" / "checkpoint",  # Orbax takes absolute paths only
+        checkpoint_dir="out/checkpoint",
         folder="out",
         image=Image.new("RGB", (5, 4), (200, 10, 10)),
         checkpointer=ocp.PyTreeCheckpointer(),
