@@ -401,7 +401,7 @@ def write_summary(
     return path
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lcm_jax.demo", description=__doc__)
     parser.add_argument("--out", default="demo_out", help="output folder")
     parser.add_argument("--steps", type=int, default=1000, help="main-stage steps")
@@ -419,7 +419,11 @@ def main(argv=None) -> int:
     parser.add_argument("--num_frames", type=int, default=24)
     parser.add_argument("--size", type=int, default=96, help="frame height and width")
     parser.add_argument("--crop", type=int, default=64, help="training crop (multiple of 16)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     logging.set_verbosity(logging.WARNING)
     start = time.time()
     out = Path(args.out)

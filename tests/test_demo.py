@@ -5,7 +5,10 @@ import argparse
 import csv
 import json
 import math
+import shlex
 import shutil
+import subprocess
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -20,6 +23,7 @@ from lcm_jax.inference.engine import InferenceOptions
 from lcm_jax.input_pipeline import synthetic, video_io
 
 TINY_K = model_configs.get_config("tiny").pgm_top_k
+ROOT = Path(__file__).resolve().parents[1]
 ONE_TARGET_ONE_LOOKALIKE = synthetic.Difficulty(min_objects=1, max_objects=1, num_distractors=1)
 
 
@@ -164,3 +168,21 @@ def test_the_ablation_table_is_a_smoke_test_and_the_note_follows_the_grid(tmp_pa
     else:  # 12×12 and 8×8: 6% and 12%
         assert "covers 12% and 6% of the map" in main and "too small" not in main
         assert "[pgm_position_map.png](pgm_position_map.png)" in summary
+
+
+@pytest.mark.parametrize(
+    "variables, ablation, steps",
+    [("", False, 1000), ("ABLATION=1", True, 1000), ("DEMO_STEPS=5000", False, 5000)],
+)
+def test_the_readmes_make_demo_lines_pass_their_settings_to_the_demo(variables, ablation, steps):
+    # `make demo ABLATION=1` and `make demo DEMO_STEPS=5000` as the README writes them; the
+    # command make would run (`-n`: printed, not run), parsed by the demo's own parser.
+    command = ["make", "demo", *variables.split()]
+    assert f"`{' '.join(command)}`" in (ROOT / "README.md").read_text()
+    shown = subprocess.run(
+        [*command[:1], "-n", "-B", *command[1:]],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (line,) = [line for line in shown.splitlines() if " -m lcm_jax.demo " in line]
+    args = demo.parse_args(shlex.split(line.split(" -m lcm_jax.demo ", 1)[1]))
+    assert (args.out, args.ablation, args.steps) == ("demo_out", ablation, steps)
