@@ -20,7 +20,7 @@ Output under `out_dir`:
     static/images/<name>.jpg, static/masks/<name>.png (palette label maps, 1-3 objects)
 
 CLI:
-    python -m lcm_jax.input_pipeline.synthetic --out /tmp/lcm_synth --num_videos 8 --num_frames 24
+    python -m lcm_jax.input_pipeline.synthetic --out lcm_synth --num_videos 8 --num_frames 24
 
 A bad flag (a value outside `RANGES`, an --out that is a file) is one line "error: ..." on stderr
 with exit status 2, before anything is written (`lcm_jax.cli`).

@@ -1,7 +1,9 @@
 """The synthetic generator: deterministic, published layouts, known colours, the hard cases."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,13 +139,24 @@ def test_objects_leave_and_reenter_and_start_mid_video_when_asked():
     assert reentered  # some object is gone for a while and comes back
 
 
-def test_cli_writes_the_three_layouts(tmp_path):
-    cmd = [sys.executable, "-m", "lcm_jax.input_pipeline.synthetic", "--out", str(tmp_path / "s")]
-    cmd += ["--num_videos", "2", "--num_frames", "3", "--height", "32", "--width", "32"]
-    subprocess.run(cmd, check=True, capture_output=True)
-    assert (tmp_path / "s/DAVIS/ImageSets/2017/train.txt").is_file()
-    assert (tmp_path / "s/YouTube/valid/meta.json").is_file()
-    assert len(list((tmp_path / "s/static/masks").glob("*.png"))) == 4
+def test_the_documented_cli_command_writes_the_three_layouts_as_it_says(tmp_path):
+    (command,) = [line.strip() for line in synthetic.__doc__.splitlines() if "python -m" in line]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, check=True, capture_output=True)
+    out = tmp_path / "lcm_synth"  # --out lcm_synth --num_videos 8 --num_frames 24
+    davis = video_io.davis_sequences(out / "DAVIS", "train")
+    davis += video_io.davis_sequences(out / "DAVIS", "val")
+    assert len(davis) == 8
+    for seq in davis:
+        frames, _ = video_io.davis_video(out / "DAVIS", seq)
+        assert len(frames) == 24
+    youtube = [
+        p
+        for split in ("train", "valid")
+        for p in (out / "YouTube" / split / "JPEGImages").iterdir()
+    ]
+    assert len(youtube) == 8
+    assert len(list((out / "static/masks").glob("*.png"))) == 16  # 2 * num_videos by default
 
 
 def test_cli_rejects_each_bad_flag_in_one_line_before_writing_anything(tmp_path):
