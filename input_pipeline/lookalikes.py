@@ -15,7 +15,7 @@ tell the target from its look-alikes:
   no look-alike.
 
 Written in the DAVIS 2017 layout (`write_scene_set`), so that the TFDS builder, the training
-input and `lcm_jax.evaluate.evaluate_davis` read it as they read DAVIS:
+input and `lcm_jax.inference.evaluation` read it as they read DAVIS:
     DAVIS/JPEGImages/480p/<seq>/00000.jpg, DAVIS/Annotations/480p/<seq>/00000.png,
     DAVIS/Lookalikes/<seq>/00000.png  visible look-alike pixels (label map, l + 1 for look-alike
                                       l; for a control video, the pixels of the differently
