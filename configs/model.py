@@ -1,6 +1,7 @@
 """The LCM network's config: the paper's ResNet-50 model and a tiny one for tests.
 
-Every **[choice]** of `shared/design/lcm-spec.md` is a field here.
+Every detail the paper leaves open (a **[choice]** of the project's design spec, not part of the
+repository) is a field here, marked `[choice]`.
 
     from lcm_jax.configs import model
     from lcm_jax.model import build_model

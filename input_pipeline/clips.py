@@ -6,7 +6,7 @@ jitter) and rendered by one of two feeds that compute the same function of the p
 (`configs/data.py`, `feed`): `tf_clips.clip_batches` (tf.data) or `numpy_clips.clip_batches`
 (NumPy and Pillow in a thread pool, for machines without TensorFlow).
 
-Stages (`shared/design/lcm-spec.md`, "Training"):
+Stages (the project's design spec, "Training"):
 - pretrain: one static image and two random affine copies of it (translate, rotate, zoom,
   shear) with Gaussian blur; `crop` = 384x384.
 - main: three distinct annotated frames at any interval, order shuffled; only the objects

@@ -1,6 +1,6 @@
 """LCM in plain PyTorch: the reference that the Flax model is checked against.
 
-Written from `shared/design/lcm-spec.md` and the paper (section 3), independently of
+Written from the project's design spec and the paper (section 3), independently of
 `lcm_jax.model`, so that a mistake on either side shows up as a parity failure. It has the
 same switches (`use_grm`, `use_pgm`, `use_orm`) and [choice] fields as `configs/model.py`.
 
