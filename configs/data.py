@@ -117,7 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # The feed: how clips are read and rendered; both give the same batches (the same plans,
     # rendered by the same function up to float32 rounding) but for JPEG decoding (TF's fast
-    # IDCT, Pillow's accurate one: up to 9/255 per pixel; input_pipeline/numpy_clips.py).
+    # IDCT, Pillow's accurate one: a few levels of 255 per pixel; input_pipeline/numpy_clips.py).
     # "tf.data": records of the prepared TFDS sets (data_dir), rendered by tf.data.
     # "numpy": records read straight from the DAVIS / YouTube-VOS folders (manual_dir; no
     # static sets), rendered by NumPy and Pillow in threads: no TensorFlow needed.

@@ -5,7 +5,7 @@ written (W a new folder, PORT a free port): the first launch is killed (SIGKILL)
 checkpoint, the relaunch finishes. The reference, started beside the first launch, is
 `train_and_evaluate` in one process of 4 CPU devices fed the same global batches (process 0's
 rows, then process 1's). Every process compiles with `--xla_backend_optimization_level=0`
-(4x faster compiles on the CPU; the same flags everywhere, so the same numerics).
+(faster compiles on the CPU; the same flags everywhere, so the same numerics).
 """
 
 import json

@@ -378,7 +378,7 @@ def test_the_quick_local_run_as_written_resumes_after_a_kill_with_the_same_losse
         os.environ,
         PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",  # `python`: this one
         TMPDIR=str(tmp_path / "tmp"),
-        # One CPU device (the runs are about resuming, not sharding), compiled 4x faster.
+        # One CPU device (the runs are about resuming, not sharding), compiled faster.
         XLA_FLAGS="--xla_backend_optimization_level=0",
         JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
