@@ -402,7 +402,9 @@ def write_summary(
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m lcm_jax.demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m lcm_jax.demo", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", default="demo_out", help="output folder")
     parser.add_argument("--steps", type=int, default=1000, help="main-stage steps")
     parser.add_argument(
