@@ -121,6 +121,27 @@ def test_an_empty_mask_says_the_object_is_absent_on_that_frame(predictor, clip):
     assert np.array_equal(results[0][2], labels[0] == 2) and results[0][2].any()
 
 
+def test_an_object_joins_at_its_first_mask_with_pixels_and_never_without_one(
+    predictor, model, clip
+):
+    # As in the engine (and XMem, Cutie), an object starts with its first pixels: an empty mask
+    # before them says nothing new, and an object never drawn is never segmented. (Joined at an
+    # empty first mask, such objects took pixels of later frames, with trained weights too.)
+    frames, labels = clip
+    k, empty = 4, np.zeros_like(labels[0], bool)
+    state = predictor.init_state(frames)
+    predictor.add_mask(state, 0, 1, labels[0] == 1)
+    predictor.add_mask(state, 0, 3, empty)  # named on frame 0, drawn on frame k
+    predictor.add_mask(state, k, 3, labels[k] == 3)
+    predictor.add_mask(state, 2, 4, empty)  # named, never drawn
+    results = dict(predictor.propagate(state))
+    fresh = engine_labels(model, frames, {0: only(labels[0], [1]), k: only(labels[k], [3])})
+    for t in range(N):
+        np.testing.assert_array_equal(state.results[t].labels, fresh[t])
+        assert not results[t][4].any()
+    assert not any(results[t][3].any() for t in range(k)) and results[k][3].any()
+
+
 def test_propagation_stopped_early_goes_on_from_where_it_stopped(predictor, clip, monkeypatch):
     frames, labels = clip
     steps = []

@@ -14,8 +14,10 @@
 A propagation is the engine's pass (`Engine.run`, the same jitted step) over the frames in the
 direction's order: forward 0, 1, ..., N − 1, reverse N − 1, ..., 0, the memory schedule counting
 positions in that order (so a reverse pass is a forward pass over the reversed video). Every mask
-given so far takes part as a given mask at its frame (objects join there; the reference frame
-of ORM is an object's first given frame in the pass). `propagate(start=k)` yields the frames
+given so far takes part as a given mask at its frame, from the object's first mask with pixels in
+the pass's order on: the object joins there (the reference frame of ORM), as in the engine; an
+empty mask after it says the object is absent on that frame, one before it says nothing new, and
+an object whose masks are all empty is never segmented. `propagate(start=k)` yields the frames
 from k on, in the direction, and records them in the state (`masks(state, t)`); the frames
 before k are not changed. Its memory at k is the pass's memory after the frames before k: the
 state keeps the memory where the last pass of each direction stopped and goes on from there when
@@ -243,11 +245,19 @@ class Predictor:
         key = (ids, geometry)
         o = geometry.groups * geometry.slots
         step = engine.step_fn(geometry)
-        inputs_at = {position(t): _given_inputs(masks, ids, o) for t, masks in state.given.items()}
-        nothing = (
-            np.zeros((1, state.frames.height, state.frames.width), np.uint8),
-            np.zeros((1, o), bool),
-        )
+        size = (state.frames.height, state.frames.width)
+        joins = {}  # object id -> its first position with pixels in this pass
+        for t, masks in state.given.items():
+            for i, mask in masks.items():
+                if mask.any():
+                    joins[i] = min(joins.get(i, n), position(t))
+        inputs_at = {
+            position(t): _given_inputs(
+                {i: m for i, m in masks.items() if joins.get(i, n) <= position(t)}, ids, o, size
+            )
+            for t, masks in state.given.items()
+        }
+        nothing = _given_inputs({}, ids, o, size)
 
         cached = state.passes.pop(reverse, None)
         if cached is not None and cached.key == key and cached.position <= first:
@@ -317,11 +327,14 @@ def _without(result: FrameResult, object_id: int) -> FrameResult:
     )
 
 
-def _given_inputs(masks: Mapping[int, np.ndarray], ids: Sequence[int], slots: int):
+def _given_inputs(
+    masks: Mapping[int, np.ndarray], ids: Sequence[int], slots: int, size: tuple[int, int]
+):
     """The step's (labels uint8 [1, H, W] as object index + 1, given bool [1, O]) for the masks
-    {object id: bool [H, W]} of one frame. Every object with a mask is given, an empty mask
-    too (the object is then absent there); where masks overlap, the higher object id wins."""
-    labels = np.zeros((1, *next(iter(masks.values())).shape), np.uint8)
+    {object id: bool [H, W]} of one frame (H, W = size). Every object with a mask is given, an
+    empty mask too (the object is then absent there); where masks overlap, the higher object id
+    wins."""
+    labels = np.zeros((1, *size), np.uint8)
     given = np.zeros((1, slots), bool)
     for i in sorted(masks):
         index = ids.index(i)
