@@ -21,7 +21,7 @@ Score a trained workdir on DAVIS 2017 val (J&F):
   python -m lcm_jax.evaluate --dataset davis --root data/DAVIS --split val \
       --checkpoint $W/sequence --out results/davis_val
 
-A quick local run on synthetic videos (CPU, a minute; the videos are generated in
+A quick local run on synthetic videos (about 30 s on 2 CPU cores; the videos are generated in
 $TMPDIR/lcm_synthetic, else /tmp/lcm_synthetic, when missing):
 
   python -m lcm_jax.main --config configs/lcm.py:stage=main,data=synthetic,runlocal=True \
