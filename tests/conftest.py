@@ -2,7 +2,7 @@
 
 XLA's CPU backend compiles without LLVM optimisation (`--xla_backend_optimization_level=0`):
 the tests compile many small programs and run each a few times, and this cuts their compile
-time about four-fold (the tests' subprocesses inherit it). Results stay IEEE float32; speed is
+time (the tests' subprocesses inherit it). Results stay IEEE float32; speed is
 measured in benchmarks/, never here.
 """
 
@@ -27,3 +27,22 @@ jax.config.update("jax_default_matmul_precision", "highest")
 def prepared(tmp_path_factory):
     """The tiny synthetic videos, prepared as TFDS sets once per test session."""
     return testing.tiny_prepared(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """JAX's persistent compilation cache for one test module (every program cached, however fast
+    it compiled): its folder, for the module's subprocesses too (JAX_COMPILATION_CACHE_DIR)."""
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    old = {n: getattr(jax.config, n) for n in names}
+    folder = str(tmp_path_factory.mktemp("jax_cache"))
+    jax.config.update(names[0], folder)
+    jax.config.update(names[1], 0)
+    jax.config.update(names[2], 0)
+    yield folder
+    for n, v in old.items():
+        jax.config.update(n, v)

@@ -24,22 +24,9 @@ from lcm_jax.model import init_variables
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """JAX's persistent compilation cache for this module: bf16_numerics and evaluate_speed
-    initialise the same tiny model (one compilation of several seconds, not two)."""
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0)
-    jax.config.update(names[2], 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
+# bf16_numerics and evaluate_speed initialise the same tiny model: JAX's persistent compilation
+# cache (conftest.py) compiles it once, not twice.
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def markdown_rows(out: str) -> list[list[str]]:

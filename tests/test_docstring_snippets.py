@@ -52,22 +52,9 @@ def run_snippet(module_name: str, **names) -> dict:
     return namespace
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """JAX's persistent compilation cache for this module: the inference snippets each build an
-    engine of the same tiny model at the same size (one compilation, not one per snippet)."""
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0)
-    jax.config.update(names[2], 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
+# The inference snippets each build an engine of the same tiny model at the same size: JAX's
+# persistent compilation cache (conftest.py) compiles it once, not once per snippet.
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def tiny_variables(seed: int = 0) -> tuple[dict, dict]:

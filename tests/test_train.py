@@ -30,23 +30,8 @@ SIZE = 64
 OBJECTS = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """JAX's persistent compilation cache for this module's runs (in process and not): its
-    folder."""
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {n: getattr(jax.config, n) for n in names}
-    folder = str(tmp_path_factory.mktemp("jax_cache"))
-    jax.config.update(names[0], folder)
-    jax.config.update(names[1], 0)
-    jax.config.update(names[2], 0)
-    yield folder
-    for n, v in old.items():
-        jax.config.update(n, v)
+# JAX's persistent compilation cache (conftest.py) for this module's runs, in process and not.
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def render_clips(num: int, seed: int = 0) -> dict[str, np.ndarray]:
