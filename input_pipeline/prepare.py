@@ -7,10 +7,11 @@
     python -m lcm_jax.input_pipeline.prepare --dataset static --manual_dir ~/data/vos/static \
         --data_dir ~/tensorflow_datasets
     python -m lcm_jax.input_pipeline.prepare --dataset synthetic \
-        --manual_dir /tmp/lcm_synthetic/raw --data_dir /tmp/lcm_synthetic/tfds
+        --manual_dir lcm_synth --data_dir lcm_synth_tfds
 
 `synthetic` prepares all three from a folder written by `python -m lcm_jax.input_pipeline.synthetic`
-(its DAVIS/, YouTube/ and static/ subfolders). TFDS shows progress bars while it builds.
+(its DAVIS/, YouTube/ and static/ subfolders; `lcm_synth` is the one its docstring's command
+writes). TFDS shows progress bars while it builds.
 
 A bad flag or a missing folder is one line "error: ..." on stderr with exit status 2, before
 anything is written (`lcm_jax.cli`). No temporary folder is left behind (`tfds_sets`).

@@ -1,6 +1,7 @@
 """The synthetic generator: deterministic, published layouts, known colours, the hard cases."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lcm_jax.input_pipeline import lookalikes, synthetic, testing, video_io
+from lcm_jax.input_pipeline import lookalikes, prepare, synthetic, testing, tfds_sets, video_io
 from lcm_jax.input_pipeline.synthetic import OBJECT_COLOURS, Difficulty
 
 
@@ -139,10 +140,13 @@ def test_objects_leave_and_reenter_and_start_mid_video_when_asked():
     assert reentered  # some object is gone for a while and comes back
 
 
-def test_the_documented_cli_command_writes_the_three_layouts_as_it_says(tmp_path):
+def test_the_documented_cli_commands_write_the_three_layouts_and_prepare_them(tmp_path):
     (command,) = [line.strip() for line in synthetic.__doc__.splitlines() if "python -m" in line]
+    # then prepare's, on the folder that one wrote (in __doc__ its continued lines are one line)
+    (prepare_command,) = re.findall(r"python -m .* --dataset synthetic .*", prepare.__doc__)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, check=True, capture_output=True)
+    for c in (command, prepare_command):
+        subprocess.run(["bash", "-c", c], cwd=tmp_path, env=env, check=True, capture_output=True)
     out = tmp_path / "lcm_synth"  # --out lcm_synth --num_videos 8 --num_frames 24
     davis = video_io.davis_sequences(out / "DAVIS", "train")
     davis += video_io.davis_sequences(out / "DAVIS", "val")
@@ -157,6 +161,14 @@ def test_the_documented_cli_command_writes_the_three_layouts_as_it_says(tmp_path
     ]
     assert len(youtube) == 8
     assert len(list((out / "static/masks").glob("*.png"))) == 16  # 2 * num_videos by default
+    data_dir = str(tmp_path / "lcm_synth_tfds")  # --data_dir lcm_synth_tfds
+    examples = {
+        name: sum(
+            s.num_examples for s in tfds_sets.get_builder(name, data_dir).info.splits.values()
+        )
+        for name in ("davis17", "youtube", "static")
+    }
+    assert examples == {"davis17": 8, "youtube": 8, "static": 16}
 
 
 def test_cli_rejects_each_bad_flag_in_one_line_before_writing_anything(tmp_path):
