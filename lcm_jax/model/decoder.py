@@ -12,7 +12,7 @@ once per frame and shared by the frame's O objects (STM repeats the frame's feat
 first; the result is the same).
 
 Shapes: x [B·O, h, w, 2·Cv] (frame b's objects in rows b·O ... b·O + O − 1), r3 [B, 2h, 2w, C3],
-r2 [B, 4h, 4w, C2] -> logits [B·O, 16h, 16w, 2].
+r2 [B, 4h, 4w, C2], all in `dtype` (the compute dtype) -> logits float32 [B·O, 16h, 16w, 2].
 """
 
 from typing import Any

@@ -14,7 +14,8 @@ g_q and g_f are two 1×1 convolutions (one shared `g` with `shared_g`, spec [cho
 reduction is `reduction` (16). GAP_w is the w-weighted mean over positions, a zero vector when
 sum(w) = 0 (an empty reference mask), never NaN.
 
-Shapes: v_q, v_f [B, h, w, Cv]; w [B, h, w] in [0, 1] -> y_orm [B, h, w, Cv].
+Shapes and dtypes: v_q, v_f [B, h, w, Cv] in `dtype` (the compute dtype); w [B, h, w] in
+[0, 1] -> y_orm [B, h, w, Cv] in `dtype`. GAP_w is computed in float32.
 """
 
 from typing import Any

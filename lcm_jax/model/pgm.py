@@ -14,8 +14,9 @@ map P(j) is multiplied by N = h·w so that a uniform response equals 1.
 The position map P [B, h, w] is sown into the "intermediates" collection as `position_map`
 (the paper's Figure 4).
 
-Shapes: k_l_q, k_l_m [B, h, w, Ck]; mask_m [B, h, w] in [0, 1]; v_q [B, h, w, Cv]
--> y_pgm [B, h, w, Cv].
+Shapes and dtypes: k_l_q, k_l_m [B, h, w, Ck] in `dtype` (the keys' dtype, float32 by
+default); mask_m [B, h, w] in [0, 1]; v_q [B, h, w, Cv] -> y_pgm [B, h, w, Cv] in v_q's dtype.
+The affinities, the softmax and the position map are float32.
 """
 
 import math

@@ -15,7 +15,8 @@ Parameter names mirror torchvision's (`layer1_0/conv1` is `layer1.0.conv1`,
 `layer1_0/downsample_conv` is `layer1.0.downsample.0`), so converted state_dicts map one to one.
 
 Shapes: image [B, H, W, 3] in [0, 1] with H, W multiples of 16; masks [B, H, W] in [0, 1].
-Returns res2 [B, H/4, W/4, C2], res3 [B, H/8, W/8, C3], res4 [B, H/16, W/16, C4] where
+Returns res2 [B, H/4, W/4, C2], res3 [B, H/8, W/8, C3], res4 [B, H/16, W/16, C4], in `dtype`
+(the compute dtype), where
 (C2, C3, C4) = (256, 512, 1024)·width for ResNet-50 and (64, 128, 256)·width for ResNet-18/34.
 """
 
