@@ -9,8 +9,9 @@ is background; padded objects' masks are zeroed first, so no label ever points a
 Bootstrapped cross-entropy (STCN's "hard pixel mining") keeps, for each clip and frame, only
 the top-p fraction of its pixels with the largest loss. p is 1 before `start_warm`, falls
 linearly to `top_p` at `end_warm` and stays there. We select per clip rather than over the
-whole batch **[choice]**: the loss of a batch is then the mean of per-clip losses, so it is
-the same on any number of devices and under gradient accumulation.
+whole batch (the spec leaves this open; fixed here, not a config field): the loss of a batch
+is then the mean of per-clip losses, so it is the same on any number of devices and under
+gradient accumulation.
 """
 
 import jax

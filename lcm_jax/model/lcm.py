@@ -11,7 +11,8 @@ Three entry points, reused by training and inference (call them with `model.appl
       y_local = PGM(k_l^Q, prev) + ORM(v^Q, reference)           eqs. 3-6 and 7-11
       logits  = soft_aggregate(Decoder(concat(y_grm, y_local), res3, res2))
   With PGM and ORM off, y_local = v^Q (STM); with GRM off, y_grm = 0 (Table 4). With
-  `local_fusion="residual"` (spec [choice]), y_local = v^Q + PGM(...) + ORM(...).
+  `local_fusion="residual"` (an option of configs/model.py beyond the spec, whose fusion is
+  the default "replace"), y_local = v^Q + PGM(...) + ORM(...).
 * `__call__(frames, masks, valid)`: a training clip of section 3.5: frame 0 and its ground truth
   go to memory, frame 1 is predicted, its soft mask is encoded into memory, frame 2 is predicted.
 
