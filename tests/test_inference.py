@@ -12,6 +12,7 @@ from test_inference_support import SIZE, synthetic_video, tiny_model
 from lcm_jax.inference import engine as engine_lib
 from lcm_jax.inference import memory, padding
 from lcm_jax.inference.engine import Engine, InferenceOptions, Video
+from lcm_jax.model import MemoryFrame
 
 
 def simulate(capacity, num_frames, mem_every=5, annotated=(0,)):
@@ -54,6 +55,24 @@ def test_objects_read_only_frames_from_the_one_where_they_joined():
         memory.readable(s, first_frame),
         [[1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]],
     )
+
+
+def test_orms_reference_is_the_frame_where_each_object_is_first_annotated():
+    # Spec (ORM): "the reference frame is the frame where that object is first annotated". Object
+    # 0 is given on frames 0 and 2 (a correction), object 1 first on frame 2; each frame's
+    # encoding is filled with its index + 1, so the reference says which frame it came from.
+    streams, groups, slots, size = 1, 1, 2, (4, 4)
+    encoded = lambda t: MemoryFrame(  # noqa: E731
+        k_g=None, k_l=None, v=jnp.full((streams * groups, slots, 1, 1, 2), t + 1.0)
+    )
+    mem = memory.init_memory(encoded(0), streams=streams, capacity=4, size=size)
+    for t, given in [(0, [True, False]), (1, [False, False]), (2, [True, True])]:
+        masks = jnp.full((1, slots, *size), t + 1.0)
+        given = jnp.array(given)
+        mem = memory.write(mem, encoded(t), masks, t, mem_every=5, given=given, streams=streams)
+    np.testing.assert_array_equal(mem.first_frame, [0, 2])
+    np.testing.assert_array_equal(mem.reference.v[0, :, 0, 0, 0], [1.0, 3.0])  # frames 0 and 2
+    np.testing.assert_array_equal(mem.reference.mask[0, :, 0, 0], [1.0, 3.0])
 
 
 def test_padding_puts_half_the_difference_on_top_left_and_crops_back():

@@ -8,10 +8,11 @@ is written into the pool right after it is segmented (with its final soft mask),
 2. else the first empty slot;
 3. else the slot of the oldest kept frame that is no object's reference (eviction).
 
-A written frame is kept when t % mem_every == 0 or when a mask was given on it (it is then the
-reference frame of the objects given there, for ORM); reference frames are evicted only when
-every slot holds one. The number of slots is fixed (`capacity`), validity masks mark what GRM
-reads, so nothing changes shape as the memory fills or objects join.
+A written frame is kept when t % mem_every == 0 or when a mask was given on it (a reference
+frame: ORM's reference of the objects first annotated there, a given ground truth for all);
+reference frames are evicted only when every slot holds one. The number of slots is fixed
+(`capacity`), validity masks mark what GRM reads, so nothing changes shape as the memory fills
+or objects join.
 
 Objects join when their first mask arrives: object o reads a slot only if the slot's frame is
 not older than the frame where o joined (`first_frame[o]`); before it joins, o is padded.
@@ -165,24 +166,25 @@ def write(
       masks: those final soft masks, float32 [S·G, M, H, W] (PGM's previous mask for t + 1).
       t: int32 scalar, the frame index.
       mem_every: keep every mem_every-th frame.
-      given: bool [O], objects whose mask was given on frame t; their reference becomes t,
-        and those not joined yet join at t.
+      given: bool [O], objects whose mask was given on frame t; those not joined yet join at t,
+        which becomes their reference frame for ORM (the frame where each object is first
+        annotated, spec; a mask given again later, e.g. a correction, leaves it).
       streams: S.
     """
     annotated = jnp.any(given)
     slot = choose_slot(memory.schedule)
     schedule = record(memory.schedule, slot, t, keep_frame(t, mem_every, annotated), annotated)
     put = lambda pool_x, x: None if pool_x is None else pool_x.at[:, :, slot].set(x)  # noqa: E731
-    m = memory.v.shape[1]
-    given_rows = per_row(given, streams, m)  # [S·G, M]
+    joins = given & ~joined(memory)  # [O]
+    join_rows = per_row(joins, streams, memory.v.shape[1])  # [S·G, M]
     new_ref = lambda old, x: jnp.where(  # noqa: E731
-        given_rows.reshape(given_rows.shape + (1,) * (x.ndim - 2)), x.astype(old.dtype), old
+        join_rows.reshape(join_rows.shape + (1,) * (x.ndim - 2)), x.astype(old.dtype), old
     )
     return Memory(
         k_g=put(memory.k_g, encoded.k_g),
         v=put(memory.v, encoded.v),
         schedule=schedule,
-        first_frame=jnp.where(given & ~joined(memory), t, memory.first_frame),
+        first_frame=jnp.where(joins, t, memory.first_frame),
         prev=PrevFrame(k_l=encoded.k_l, mask=masks),
         reference=Reference(
             v=new_ref(memory.reference.v, encoded.v),
