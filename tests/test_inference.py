@@ -12,7 +12,7 @@ from test_inference_support import SIZE, synthetic_video, tiny_model
 from lcm_jax.inference import engine as engine_lib
 from lcm_jax.inference import memory, padding
 from lcm_jax.inference.engine import Engine, InferenceOptions, Video
-from lcm_jax.model import MemoryFrame
+from lcm_jax.model import LCM, MemoryFrame
 
 
 def simulate(capacity, num_frames, mem_every=5, annotated=(0,)):
@@ -189,6 +189,39 @@ def test_four_objects_take_two_groups_of_two_slots_not_three_plus_a_padded_one()
     assert (geometry.groups, geometry.slots) == (2, 2)
     assert (eng.geometry(64, 64, 7, 8).groups, eng.geometry(64, 64, 7, 8).slots) == (3, 3)
     assert (eng.geometry(64, 64, 0, 8).groups, eng.geometry(64, 64, 0, 8).slots) == (1, 1)
+
+
+def test_the_memory_encoders_other_objects_mask_covers_the_objects_of_every_group():
+    # Spec: conv1_o sees the other objects' masks summed, clipped to [0, 1]. 4 objects with
+    # max_objects = 3 run as 2 groups of 2 slots; each object's encoding of frame 0 must equal
+    # that of one memory-encoder call over all 4 objects (by a model that allows 4 in a row).
+    # The mask stems start at zero (zero_init_mask_stem): random ones make the masks count.
+    config, variables = tiny_model()
+    variables = jax.tree.map(lambda x: x, variables)  # new dicts, the same arrays
+    stems = variables["params"]["memory_encoder"]
+    for i, stem in enumerate(("conv1_m", "conv1_o")):
+        kernel = stems[stem]["kernel"]
+        stems[stem] = {"kernel": 0.1 * jax.random.normal(jax.random.key(i), kernel.shape)}
+    eng = Engine(config, variables, InferenceOptions())
+    frames, labels = synthetic_video(seed=2, num_frames=8, objects=4)
+    geometry = eng.geometry(*SIZE, num_objects=4, capacity=8)
+    assert (geometry.groups, geometry.slots) == (2, 2)
+    memory = jax.tree.map(lambda x: x[None], eng.init_memory(geometry))  # a batch of 1 video
+    given = np.ones((1, 4), bool)
+    memory, _ = eng.step_fn(geometry)(
+        eng.variables, memory, frames[:1], labels[:1], given, jnp.int32(0)
+    )
+    written = memory.reference.v[0].reshape(4, *memory.reference.v.shape[3:])  # [G·M, h, w, C]
+    masks = (labels[0] == np.arange(1, 5)[:, None, None]).astype(np.float32)  # [4, H, W]
+    one_call = eng.net.clone(max_objects=4).apply(
+        eng.variables,
+        jnp.asarray(frames[:1], jnp.float32) / 255.0,
+        masks[None],
+        given,
+        method=LCM.encode_memory,
+    )
+    assert all(m.any() for m in masks)
+    np.testing.assert_allclose(written, one_call.v[0], rtol=1e-5, atol=1e-5)
 
 
 def test_three_batched_videos_of_different_lengths_equal_three_single_runs():

@@ -16,7 +16,7 @@
 
 A video's objects take O = G·M object slots: G = ceil(objects / max_objects) groups of
 M = ceil(objects / G) slots, which run as extra batch rows on the same frames (the memory
-encoder's other-objects mask then covers the objects of the same group only). A video of 2
+encoder's other-objects mask still covers every other object, of all groups). A video of 2
 objects thus pays for 2 slots, not for the model's `max_objects`; padded slots (at most G − 1)
 never join. The memory has a fixed capacity, and `t`, `given` and `labels` are traced: the step
 compiles once per frame size (and slot layout and capacity), never as memory fills or objects
@@ -218,8 +218,11 @@ def make_step(net: LCM, options: InferenceOptions, geometry: Geometry):
         if options.flip:
             inner_masks = jnp.stack([inner_masks, inner_masks[:, :, ::-1]])
         masks = inner_masks.reshape(s * g, m, hp, wp)
+        valid = rows(joined | given)
+        every_group = (masks * valid[:, :, None, None]).reshape(s, o, hp, wp).sum(axis=1)
+        all_masks = jnp.repeat(every_group, g, axis=0)  # [S·G, Hp, Wp], row s·G + g
         encoded = net.apply(
-            variables, frames, masks, rows(joined | given), method=LCM.encode_memory
+            variables, frames, masks, valid, all_masks=all_masks, method=LCM.encode_memory
         )
         memory = mem.write(
             memory, encoded, masks, t, mem_every=options.mem_every, given=given, streams=s

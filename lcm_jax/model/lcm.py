@@ -4,7 +4,8 @@ Three entry points, reused by training and inference (call them with `model.appl
 ..., method=...)`):
 
 * `encode_query(frame)`: query encoder and projections -> QueryFeatures.
-* `encode_memory(frame, masks, valid)`: memory encoder, one pass per object -> MemoryFrame.
+* `encode_memory(frame, masks, valid)`: memory encoder, one pass per object (its mask and the
+  other objects' masks summed, clipped to [0, 1]) -> MemoryFrame.
 * `segment(frame, memory, prev, reference, valid)`: one frame's soft-aggregated logits
   (`segment_encoded` takes the frame's QueryFeatures instead of the frame):
       y_grm   = GRM(k_g^Q, memory pool)                          eqs. 1-2
@@ -202,12 +203,21 @@ class LCM(nn.Module):
         k_g, k_l, v = self.query_proj(r4)
         return QueryFeatures(k_g=k_g, k_l=k_l, v=v, r3=r3, r2=r2)
 
-    def encode_memory(self, frame, masks, valid, train: bool = False) -> MemoryFrame:
-        """Memory encoder per object: frame [B, H, W, 3], soft masks [B, O, H, W], valid [B, O]."""
+    def encode_memory(
+        self, frame, masks, valid, train: bool = False, *, all_masks=None
+    ) -> MemoryFrame:
+        """Memory encoder per object: frame [B, H, W, 3], soft masks [B, O, H, W], valid [B, O].
+
+        all_masks: float32 [B, H, W], the masks of all the frame's objects summed, when a row
+        holds only some of them (the engine's object groups); default: the row's valid masks."""
         check_image("frame", frame)
         objects = self._check_objects(masks, valid, frame.shape)
         masks = masks * valid[:, :, None, None].astype(masks.dtype)
-        others = jnp.clip(masks.sum(axis=1, keepdims=True) - masks, 0.0, 1.0)
+        if all_masks is None:
+            all_masks = masks.sum(axis=1)
+        else:
+            _expect("all_masks", all_masks, masks.shape[:1] + masks.shape[2:])
+        others = jnp.clip(all_masks[:, None] - masks, 0.0, 1.0)
         _, _, r4 = self.memory_encoder(
             _per_object(frame, objects), _flat(masks), _flat(others), train=train
         )
