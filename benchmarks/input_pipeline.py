@@ -103,15 +103,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--feeds must list {' and/or '.join(data_configs.FEEDS)}, got {args.feeds}")
     workdir = args.workdir or tempfile.mkdtemp(prefix="lcm_input_bench_")
     raw, data_dir = os.path.join(workdir, "raw"), os.path.join(workdir, "tfds")
-    if not os.path.isdir(raw):
-        synthetic.generate(
-            raw,
-            num_videos=args.num_videos,
-            num_frames=args.num_frames,
-            height=args.height,
-            width=args.width,
-            num_static=4 * args.num_videos,
-        )
+    synthetic.generate(  # nothing to do when --workdir holds these videos; other ones stop it
+        raw,
+        num_videos=args.num_videos,
+        num_frames=args.num_frames,
+        height=args.height,
+        width=args.width,
+        num_static=4 * args.num_videos,
+    )
     if "tf.data" in feeds and not os.path.isdir(data_dir):
         from lcm_jax.input_pipeline import prepare  # TensorFlow: the tf.data feed only
 

@@ -18,6 +18,14 @@ Output under `out_dir`:
     YouTube/{train,valid}/Annotations/<vid>/*.png (train: every frame; valid: only the frame
     where an object first appears, holding the objects that start there), .../meta.json
     static/images/<name>.jpg, static/masks/<name>.png (palette label maps, 1-3 objects)
+    synthetic.json: the arguments that wrote them (`SETTINGS_FILE`)
+
+The set is written into a temporary folder beside `out_dir` and renamed into place once
+complete, so an `out_dir` that exists holds a whole set: a killed run leaves no half-written
+set that a later one would take for complete (its temporary is removed by the next run).
+Asked again into an `out_dir` holding the set of the same arguments, `generate` writes nothing;
+a set of other arguments, or files without `synthetic.json`, stop it with a ValueError naming
+the difference (new and old frames would mix otherwise).
 
 CLI:
     python -m lcm_jax.input_pipeline.synthetic --out lcm_synth --num_videos 8 --num_frames 24
@@ -51,6 +59,7 @@ TEXTURE_LOW = 0.65  # object pixels are colour * brightness, brightness in [TEXT
 BACKGROUND_MAX_TINT = 12  # background: grey level 70..180 plus a per-channel tint <= this
 SHAPE_FAMILIES = ("ellipse", "box", "triangle", "star")
 YOUTUBE_FRAME_STEP = 5  # YouTube-VOS frame file names advance by 5 (00000, 00005, ...)
+SETTINGS_FILE = "synthetic.json"  # the arguments a set was written with, at its top level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,9 +353,11 @@ def generate(
         num_static: static images (default 2 * num_videos).
         difficulty: the generator's knobs (`Difficulty`).
     Returns:
-        Path(out_dir).
+        Path(out_dir), which holds the whole set (written now, or there already).
     Raises:
-        ValueError naming the first argument outside its `RANGES`, before anything is written.
+        ValueError, before anything is written: naming the first argument outside its
+        `RANGES`; or `out_dir` holds a set of other arguments (naming each), or files that are
+        not a set (no `SETTINGS_FILE`), or is a file.
     """
     check_arguments(
         num_videos=num_videos,
@@ -356,10 +367,76 @@ def generate(
         seed=seed,
         num_static=num_static,
     )
-    out = Path(out_dir)
     num_static = 2 * num_videos if num_static is None else num_static
-    n_val = _num_val(num_videos, val_fraction)
-    d = difficulty
+    settings = json.loads(
+        json.dumps(
+            {
+                "num_videos": num_videos,
+                "num_frames": num_frames,
+                "height": height,
+                "width": width,
+                "seed": seed,
+                "num_static": num_static,
+                "val_fraction": val_fraction,
+                "difficulty": dataclasses.asdict(difficulty),
+            }
+        )
+    )  # as it reads back from the file
+    final = Path(out_dir)
+    if _holds_set(final, settings):
+        return final
+    files.remove_temporaries(final.absolute().parent, final.name)  # a killed run's
+    # Renamed into place at the end; onto an empty folder too (POSIX rename replaces one).
+    with files.atomic_dir(final) as out:
+        _write_set(out, settings, difficulty, progress)
+    return final
+
+
+def _holds_set(out: Path, settings: dict) -> bool:
+    """Whether `out` holds the set of `settings` already; False when it is missing or empty.
+    Raises ValueError when it holds anything else."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; the synthetic videos are written into a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    try:
+        found = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        found = None
+    if not isinstance(found, dict):
+        raise ValueError(
+            f"{out} holds files but no readable {SETTINGS_FILE}, so they are not a synthetic "
+            "set of this version (or not a whole one); choose another output folder or empty it"
+        )
+    found, settings = _flat(found), _flat(settings)
+    differing = [
+        f"{key}: {json.dumps(found.get(key))} -> {json.dumps(settings.get(key))}"
+        for key in sorted(set(found) | set(settings))
+        if found.get(key) != settings.get(key)
+    ]
+    if differing:
+        raise ValueError(
+            f"{out} holds synthetic videos of other settings ({'; '.join(differing)}); "
+            "choose another output folder or remove it"
+        )
+    return True
+
+
+def _flat(settings: dict) -> dict:
+    """`settings` with the Difficulty knobs as "difficulty.<knob>" entries."""
+    knobs = settings.get("difficulty")
+    if not isinstance(knobs, dict):
+        return settings
+    rest = {k: v for k, v in settings.items() if k != "difficulty"}
+    return rest | {f"difficulty.{k}": v for k, v in knobs.items()}
+
+
+def _write_set(out: Path, settings: dict, d: Difficulty, progress: bool) -> None:
+    """The three layouts of `settings` (`generate`'s arguments) into the new folder `out`."""
+    num_videos, num_frames = settings["num_videos"], settings["num_frames"]
+    height, width, seed = settings["height"], settings["width"], settings["seed"]
+    num_static = settings["num_static"]
+    n_val = _num_val(num_videos, settings["val_fraction"])
     total = 2 * num_videos + num_static
     bar = tqdm(total=total, desc="synthetic videos", unit="video", disable=not progress)
 
@@ -432,7 +509,7 @@ def generate(
         video_io.write_label_png(out / "static/masks" / f"{name}.png", labels[0])
         bar.update()
     bar.close()
-    return out
+    files.write_text(out / SETTINGS_FILE, json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
