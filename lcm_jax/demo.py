@@ -20,6 +20,11 @@ matter, and the summary says so. Whether PGM and ORM beat STM is `python -m benc
 same way (GRM alone is STM): a check that every switch trains and segments, not a comparison.
 `--steps` is the main stage's length (pretrain and sequence take half as many); scale it up on
 a GPU. Everything is seeded: the same command gives the same numbers on the same machine.
+
+Run again into the same `--out`, the demo keeps its data and trained stages (an interrupted
+stage resumes) and scores afresh. `<out>/demo.json` records the settings they were made with
+(`SETTINGS`); other settings stop the run with one line naming them (choose another `--out`,
+or remove the old one), as would a stage trained for another length or crop.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import dataclasses
 import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -38,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lcm_jax import files, train
+from lcm_jax import cli, files, train
 from lcm_jax.configs import lcm as lcm_configs
 from lcm_jax.configs import model as model_configs
 from lcm_jax.inference import evaluation, padding, splits
@@ -120,20 +124,55 @@ class PgmGrid:
         )
 
 
-def make_data(out: Path, num_videos: int, num_frames: int, size: int) -> Path:
-    """Synthetic videos (DAVIS, YouTube-VOS and static layouts) in `out`, unless already there."""
-    if not (out / "DAVIS" / "ImageSets").is_dir():
-        synthetic.generate(
-            out,
-            num_videos=num_videos,
-            num_frames=num_frames,
-            height=size,
-            width=size,
-            seed=0,
-            val_fraction=0.25,
-            difficulty=DIFFICULTY,
+# The flags that decide the data, the trained weights and so the scores: what demo.json records.
+SETTINGS = ("steps", "num_videos", "num_frames", "size", "crop")
+SETTINGS_FILE = "demo.json"
+
+
+def claim(out: Path, args: argparse.Namespace) -> None:
+    """Records the run's SETTINGS in `out/demo.json`, or checks them against those recorded
+    there. Raises ValueError naming each flag that differs, or when `out` holds trained stages
+    without a record (an earlier version's), before anything is written."""
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path} is not valid JSON (damaged?): {e}") from e
+        found = found if isinstance(found, dict) else {}
+        differing = [
+            f"--{name}: {found.get(name)} -> {value}"
+            for name, value in settings.items()
+            if found.get(name) != value
+        ]
+        if differing:
+            raise ValueError(
+                f"{out} holds a demo run of other settings ({'; '.join(differing)}); choose "
+                "another --out, or remove it to start afresh"
+            )
+        return
+    if (out / "train").exists():
+        raise ValueError(
+            f"{out} holds trained stages but no {SETTINGS_FILE} (an earlier version's demo), so "
+            "their settings are unknown; choose another --out, or remove it to start afresh"
         )
-    return out
+    files.write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
+def make_data(out: Path, num_videos: int, num_frames: int, size: int) -> Path:
+    """Synthetic videos (DAVIS, YouTube-VOS and static layouts) in `out`, unless already there
+    (`synthetic.generate` checks that those are of the same settings)."""
+    return synthetic.generate(
+        out,
+        num_videos=num_videos,
+        num_frames=num_frames,
+        height=size,
+        width=size,
+        seed=0,
+        val_fraction=0.25,
+        difficulty=DIFFICULTY,
+    )
 
 
 def stage_config(stage: str, steps: int, crop: int, data: Path, switches, init_from: str):
@@ -155,7 +194,8 @@ def stage_config(stage: str, steps: int, crop: int, data: Path, switches, init_f
 
 def train_variant(out: Path, name: str, steps: int, crop: int, data: Path) -> tuple[Path, float]:
     """The three stages for one Table 4 variant; returns the last stage's workdir (its
-    checkpoints store their model config) and the seconds taken."""
+    checkpoints store their model config) and the seconds taken. A stage stopped by SIGTERM
+    (its step saved) raises `cli.Terminated`: the same call resumes it."""
     switches = VARIANTS[name]
     init_from, start = "", time.time()
     for stage in STAGES:
@@ -163,7 +203,9 @@ def train_variant(out: Path, name: str, steps: int, crop: int, data: Path) -> tu
         config = stage_config(stage, stage_steps, crop, data, switches, init_from)
         workdir = out / "train" / slug(name) / stage
         print(f"[{name}] {stage}: {config.num_train_steps} steps -> {workdir}", flush=True)
-        train.train_and_evaluate(config, str(workdir))
+        state, _ = train.train_and_evaluate(config, str(workdir))
+        if int(state["step"]) < config.num_train_steps:  # SIGTERM: saved this step, returned
+            raise cli.Terminated  # the next stage must not start from an unfinished one
         init_from = str(workdir)
     return Path(init_from), time.time() - start
 
@@ -425,10 +467,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """The demo; returns its exit status (`lcm_jax.cli`: 2 and one line "error: ..." for
+    settings that differ from those of `--out`'s run, or a training config it refuses)."""
     args = parse_args(argv)
+    return cli.run(lambda: _demo(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
     logging.set_verbosity(logging.WARNING)
     start = time.time()
     out = Path(args.out)
+    claim(out, args)
     args.data = make_data(out / "data", args.num_videos, args.num_frames, args.size) / "DAVIS"
 
     held_out = splits.list_davis(args.data, "val")
@@ -464,4 +513,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit(main())
