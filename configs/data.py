@@ -66,7 +66,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.youtube_version = "2019"  # youtube_vos config: "2018" | "2019"
     # Prepare a missing builder from manual_dir on first use (single host; with several hosts run
     # input_pipeline.prepare first). For "synthetic", also generate manual_dir when it is missing.
-    # A prepared set is reused as it is: delete manual_dir and data_dir to regenerate.
+    # A prepared set is reused, never rebuilt; it records the manual_dir it was prepared from,
+    # and another existing manual_dir stops the run (tfds_sets). Delete data_dir to rebuild.
     c.prepare_if_missing = True
     # Clips for the training loop's eval loss: "val" (DAVIS's fully annotated held-out videos)
     # where DAVIS is in the mix, else "train" (YouTube-VOS valid and static sets have no

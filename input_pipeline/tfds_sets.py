@@ -6,11 +6,20 @@
 
 This is the record source of the tf.data feed (`config.data.feed="tf.data"`); the NumPy feed
 reads the same records from the folders (`folder_source`) and never imports this module.
+
+A prepared set is reused, never rebuilt. So that it is not reused for another source, preparing
+records beside it (`SOURCE_FILE`, in the builder's version folder) the resolved path of its
+`manual_dir` and, for a folder of the synthetic generator, the generator's settings; asked for
+the set again with a `manual_dir` that exists and differs in either, `prepare_builder` and
+`open_split` stop with a DatasetError naming the difference. Files changed inside the same folder
+are not detected (as `lcm_jax.evaluate` records the dataset's root, not its content). A set
+without the record (prepared before it was kept, or by tfds itself) is used as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import threading
@@ -22,9 +31,11 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lcm_jax import files
 from lcm_jax.input_pipeline import (
     davis,
     static_images,
+    synthetic,
     tf_setup,  # noqa: F401
     youtube_vos,
 )
@@ -73,21 +84,73 @@ def get_builder(dataset: str, data_dir: str, config: ml_collections.ConfigDict |
         return BUILDERS[dataset](config, data_dir)
 
 
-def prepare_builder(builder: tfds.core.DatasetBuilder, manual_dir: str | Path) -> None:
-    """Builds the TFDS set from extracted folders in ArrayRecord format (random access).
+SOURCE_FILE = "lcm_source.json"  # beside a prepared set: what it was prepared from
 
-    Raises DatasetError (one line, with the download instructions) when `manual_dir` is
-    missing; nothing is written then."""
+
+def source_of(manual_dir: str | Path) -> dict:
+    """What a set prepared from `manual_dir` records: the folder's resolved path and, where the
+    synthetic generator wrote it (its parent holds the generator's settings), those settings."""
+    folder = Path(manual_dir).resolve()
+    record = {"manual_dir": str(folder)}
+    settings = folder.parent / synthetic.SETTINGS_FILE
+    if settings.is_file():
+        record["synthetic"] = _read_json(settings)
+    return record
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise DatasetError(f"{path} is not valid JSON (damaged?): {e}") from e
+
+
+def check_source(builder: tfds.core.DatasetBuilder, manual_dir: str | Path) -> None:
+    """Raises DatasetError when `builder`'s prepared set records another source than
+    `manual_dir`; nothing to compare when either the record or `manual_dir` is missing."""
+    path = Path(builder.data_dir) / SOURCE_FILE
+    if not path.is_file() or not Path(manual_dir).is_dir():
+        return
+    recorded, current = _read_json(path), source_of(manual_dir)
+    if recorded == current:
+        return
+    if recorded.get("manual_dir") != current["manual_dir"]:
+        what = f"from {recorded.get('manual_dir')}, not {current['manual_dir']}"
+    else:
+        old, new = recorded.get("synthetic") or {}, current.get("synthetic") or {}
+        differing = [
+            f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
+            for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)
+        ]
+        what = f"from synthetic videos of other settings ({'; '.join(differing)})"
+    raise DatasetError(
+        f"{builder.info.full_name} in {str(builder.data_dir_root)!r} was prepared {what}; "
+        f"prepare into another data_dir, or remove {builder.data_dir} to prepare it again"
+    )
+
+
+def prepare_builder(builder: tfds.core.DatasetBuilder, manual_dir: str | Path) -> None:
+    """Builds the TFDS set from extracted folders in ArrayRecord format (random access), and
+    records its source; a set prepared already is checked against `manual_dir` instead.
+
+    Raises DatasetError (one line) when `manual_dir` is missing (with the download
+    instructions), or the prepared set records another source; nothing is written then."""
     if not Path(manual_dir).is_dir():
         instructions = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
         raise DatasetError(
             f"{builder.info.full_name} is not prepared in {str(builder.data_dir_root)!r} and its "
             f"manual_dir {str(manual_dir)!r} does not exist. {instructions}"
         )
+    if builder.is_prepared():
+        check_source(builder, manual_dir)
+        return
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
         file_format="array_record",
     )
+    source = json.dumps(source_of(manual_dir), indent=1, sort_keys=True) + "\n"
+    files.write_text(Path(builder.data_dir) / SOURCE_FILE, source)
 
 
 def open_split(
@@ -101,19 +164,22 @@ def open_split(
 ) -> Sequence:
     """The records of `split` of `dataset`'s prepared set in `config.data_dir`, prepared from
     `manual_dir` first when it is missing and `why_not` is None; otherwise a one-line
-    DatasetError that says `why_not` and the `prepare_command` to run. With
+    DatasetError that says `why_not` and the `prepare_command` to run. A prepared set that
+    records another source than `manual_dir` is a DatasetError (module docstring). With
     `config.davis_builder == "davis"`, tfds's own `davis` set (in memory)."""
     if dataset == "davis17" and config.davis_builder == "davis":
         return davis.tfds_davis_records(
             split, data_dir=config.data_dir, resolution=config.davis_resolution
         )
     builder = get_builder(dataset, config.data_dir, config)
-    if not builder.is_prepared():
-        if why_not is not None:
-            raise DatasetError(
-                f"{builder.info.full_name} is not prepared in {config.data_dir!r} and "
-                f"{why_not}; run {prepare_command}"
-            )
+    if builder.is_prepared():
+        check_source(builder, manual_dir)
+    elif why_not is not None:
+        raise DatasetError(
+            f"{builder.info.full_name} is not prepared in {config.data_dir!r} and "
+            f"{why_not}; run {prepare_command}"
+        )
+    else:
         prepare_builder(builder, manual_dir)
     return TfdsSource(builder, split)
 

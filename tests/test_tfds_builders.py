@@ -2,18 +2,23 @@
 bad folders fail with an error naming the file."""
 
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from lcm_jax.input_pipeline import (
     davis,
+    prepare,
     static_images,
+    synthetic,
     testing,
     tfds_sets,
     video_io,
@@ -132,6 +137,41 @@ def test_random_access_records_match_the_tfds_examples(prepared):
     np.testing.assert_array_equal(label, example["segmentations"][2, ..., 0])
     static = tfds_sets.TfdsSource(tfds_sets.get_builder("static", str(data_dir)), "train")
     assert static[0]["boxes"].shape == (1, len(static[0]["object_ids"]), 4)
+
+
+def test_a_prepared_set_records_its_source_and_is_not_reused_for_another(prepared, tmp_path):
+    raw, data_dir = prepared
+    builder = tfds_sets.get_builder("static", str(data_dir))
+    recorded = json.loads((Path(builder.data_dir) / tfds_sets.SOURCE_FILE).read_text())
+    settings = json.loads((raw / synthetic.SETTINGS_FILE).read_text())
+    assert recorded == {"manual_dir": str((raw / "static").resolve()), "synthetic": settings}
+    prepare.prepare("static", str(raw / "static"), str(data_dir))  # the same source: reused
+    other = tmp_path / "other_static"  # the same images in another folder
+    shutil.copytree(raw / "static", other)
+    before = sorted(p.name for p in Path(builder.data_dir).iterdir())
+    with pytest.raises(DatasetError, match=f"prepared from {raw.resolve()}/static, not {other}"):
+        prepare.prepare("static", str(other), str(data_dir))
+    config = ml_collections.ConfigDict(
+        {"data_dir": str(data_dir), "davis_builder": "davis2017_vos"}
+    )
+    with pytest.raises(DatasetError, match=f"not {other}.*remove {builder.data_dir}"):
+        tfds_sets.open_split(
+            config, "static", "train", manual_dir=other, prepare_command="", why_not=None
+        )
+    assert sorted(p.name for p in Path(builder.data_dir).iterdir()) == before
+
+
+def test_a_prepared_synthetic_set_is_not_reused_for_regenerated_videos_of_other_settings(
+    tmp_path,
+):
+    raw, data_dir = tmp_path / "raw", str(tmp_path / "tfds")
+    small = dict(num_videos=1, num_frames=3, height=32, width=32, progress=False)
+    synthetic.generate(raw, **small, num_static=2)
+    prepare.prepare("static", str(raw / "static"), data_dir)
+    shutil.rmtree(raw)
+    synthetic.generate(raw, **small, num_static=3)
+    with pytest.raises(DatasetError, match="other settings [(]num_static: 2 -> 3[)]"):
+        prepare.prepare("static", str(raw / "static"), data_dir)
 
 
 def _one_video_davis(raw, root):
