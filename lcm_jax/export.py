@@ -76,8 +76,10 @@ class ExportedModel:
         self._variables = jax.device_put(variables)
 
     def init_memory(self) -> list[jax.Array]:
-        """The empty memory of one video (a list of arrays, the program's order)."""
-        return jax.device_put(self._memory)
+        """The empty memory of one video (a list of arrays, the program's order), committed to
+        the variables' device as the step's output memory is: an uncommitted first memory
+        would make frame 1 compile the program a second time."""
+        return jax.device_put(self._memory, self._variables[0].sharding)
 
     def step(self, memory, frame, labels, given, t: int):
         """One frame: (memory, labels uint8 [H, W] as object index + 1, confidence [O]).
