@@ -27,10 +27,11 @@ first annotated frame, without yielding, up to k (frames earlier in the pass hol
 Both directions yield their start frame, so a forward and a reverse pass from an annotated frame
 give every frame one result (the start frame's from both, the given mask).
 
-Memory stays bounded: one memory pytree per direction (its capacity as the engine's options say)
-and one uint8 label map per frame. Frame folders are read per frame; a video file is decoded
-once and kept; an array is used as it is. Object slots are a multiple of the model's
-`max_objects`, so adding objects up to that number does not compile the step again.
+Memory stays bounded: one memory pytree per direction (its capacity as the engine's options say,
+the same for both directions, so that they share one compiled step) and one uint8 label map per
+frame. Frame folders are read per frame; a video file is decoded once and kept; an array is used
+as it is. Object slots are a multiple of the model's `max_objects`, so adding objects up to that
+number does not compile the step again.
 """
 
 from __future__ import annotations
@@ -235,7 +236,11 @@ class Predictor:
         ids = state.object_ids
         engine = self.engine
         slots = engine.net.max_objects
-        capacity = engine.capacity(n, annotated)
+        # The memory of either direction (a frame with a given mask is kept; it may be a
+        # multiple of mem_every in one direction and not in the other): one step for both.
+        capacity = max(
+            engine.capacity(n, state.given), engine.capacity(n, [n - 1 - t for t in state.given])
+        )
         geometry = engine.geometry(
             state.frames.height,
             state.frames.width,
