@@ -20,8 +20,8 @@ encoder's other-objects mask still covers every other object, of all groups). A 
 objects thus pays for 2 slots, not for the model's `max_objects`; padded slots (at most G − 1)
 never join. The memory has a fixed capacity, and `t`, `given` and `labels` are traced: the step
 compiles once per frame size (and slot layout and capacity), never as memory fills or objects
-join. `jax.vmap` of the step
-runs several videos of one size together (`Engine.run_videos`).
+join. `jax.vmap` of the step runs several videos of one size together (`Engine.run_videos`),
+compiled once more for each number of videos run together.
 """
 
 from __future__ import annotations

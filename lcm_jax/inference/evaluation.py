@@ -18,6 +18,9 @@ object count and memory size at a time (`Engine.run_videos`), nothing padded: ea
 what it computes alone (`Engine.video_geometry`) but for float rounding (XLA's kernels may sum
 in another order for another batch size, which can flip a pixel whose labels tie), so the batch
 size is no part of the manifest. A batch that runs out of accelerator memory is redone in halves.
+Each number of videos run together compiles its own step (the videos are its leading axis): a
+geometry of k videos compiles for min(k, N) videos and, for k > N, for the k mod N left; a batch
+redone in halves or one video at a time compiles for those numbers too.
 
 With several processes (`lcm_jax.distributed.initialize`), each segments a disjoint share of
 the videos into the same (shared) folder and process 0 writes the merged CSVs or zip: its

@@ -22,6 +22,9 @@ group holding M object slots (the engine's Geometry); object index o = g·M + m;
   k_g [S·G, M, T, h, w, Ck] (None without GRM), v [S·G, M, T, h, w, Cv]; slot bookkeeping [T];
   first_frame [O] int32; prev = PrevFrame(k_l [S·G, M, h, w, Ck] or None, mask [S·G, M, H, W]);
   reference = Reference(v [S·G, M, h, w, Cv], mask [S·G, M, H, W]), H, W the padded size.
+Dtypes: keys as the model computes them (float32, also in a bf16 model, unless its
+attention_dtype is "compute"), values in the model's compute dtype, masks float32; the slot
+bookkeeping frame int32, kept and reference bool.
 """
 
 from typing import Any

@@ -20,7 +20,8 @@ Three entry points, reused by training and inference (call them with `model.appl
 Conventions: frames RGB in [0, 1], [B, H, W, 3] with H, W multiples of 16; masks are soft,
 object-major [B, O, H, W]; valid [B, O] marks real (non-padded) objects, O <= max_objects;
 h, w = H/16, W/16. Logits are float32 [B, 1 + O, H, W], channel 0 the background, padded objects
-at PADDED_LOGIT. Parameters are float32; `dtype` is the compute dtype.
+at PADDED_LOGIT. Parameters are float32; `dtype` is the compute dtype: values (v) and skips (r3,
+r2) are in it, keys (k_g, k_l) in float32 (`attention_dtype="compute"`: in `dtype` too).
 """
 
 from typing import Any
