@@ -195,15 +195,9 @@ def test_the_memory_encoders_other_objects_mask_covers_the_objects_of_every_grou
     # Spec: conv1_o sees the other objects' masks summed, clipped to [0, 1]. 4 objects with
     # max_objects = 3 run as 2 groups of 2 slots; each object's encoding of frame 0 must equal
     # that of one memory-encoder call over all 4 objects (by a model that allows 4 in a row).
-    # The mask stems start at zero (zero_init_mask_stem): random ones make the masks count.
-    config, variables = tiny_model()
-    variables = jax.tree.map(lambda x: x, variables)  # new dicts, the same arrays
-    stems = variables["params"]["memory_encoder"]
-    for i, stem in enumerate(("conv1_m", "conv1_o")):
-        kernel = stems[stem]["kernel"]
-        stems[stem] = {"kernel": 0.1 * jax.random.normal(jax.random.key(i), kernel.shape)}
-    eng = Engine(config, variables, InferenceOptions())
     frames, labels = synthetic_video(seed=2, num_frames=8, objects=4)
+    eng = make_engine()
+    assert np.abs(eng.variables["params"]["memory_encoder"]["conv1_o"]["kernel"]).max() > 0
     geometry = eng.geometry(*SIZE, num_objects=4, capacity=8)
     assert (geometry.groups, geometry.slots) == (2, 2)
     memory = jax.tree.map(lambda x: x[None], eng.init_memory(geometry))  # a batch of 1 video

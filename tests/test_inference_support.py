@@ -14,7 +14,9 @@ from lcm_jax.model import init_variables
 SIZE = (64, 64)  # frame height, width
 
 
-TINY = dict(model_configs.get_config("tiny"))
+# The mask stems (conv1_m, conv1_o) start at random, not at zero as in training: the memory
+# encodings then depend on the masks written with them, as a trained model's do.
+TINY = dict(model_configs.get_config("tiny"), zero_init_mask_stem=False)
 _init_tiny = jax.jit(lambda key: init_variables(TINY, key))  # compiled once for every seed
 
 
