@@ -7,6 +7,11 @@ Layouts:
   (indexed palette PNGs, pixel value = object id, 0 background, 255 void),
   `<root>/ImageSets/2017/{train,val}.txt` (one sequence name a line); `<res>` is "480p" or
   "Full-Resolution".
+- DAVIS 2016: the same folders (`<res>` "480p" or "1080p"), one object a sequence, its masks
+  greyscale PNGs (255 the object, 0 background); the split is `<root>/ImageSets/480p/<split>.txt`,
+  a frame and its mask a line (`/JPEGImages/480p/<seq>/00000.jpg /Annotations/480p/<seq>/
+  00000.png`), or `<root>/ImageSets/2016/<split>.txt` (names, as the DAVIS 2017 trainval
+  download lists the 2016 sequences).
 - YouTube-VOS 2018/2019: `<root>/<split>/JPEGImages/<vid>/00000.jpg`,
   `<root>/<split>/Annotations/<vid>/00000.png` and `<root>/<split>/meta.json`
   (`{"videos": {vid: {"objects": {"1": {"category": str, "frames": ["00000", "00005", ...]}}}}}`);
@@ -91,20 +96,22 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_label_png(
-    path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray = DAVIS_PALETTE
+    path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray | None = DAVIS_PALETTE
 ) -> None:
-    """Writes a uint8 `[H, W]` label map as an indexed PNG, atomically; creates parent folders."""
+    """Writes a uint8 `[H, W]` label map as an indexed PNG (a greyscale 'L' PNG when `palette`
+    is None), atomically; creates parent folders."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ValueError(
             f"labels for {os.fspath(path)!r} must be uint8 [H, W], got {labels.dtype} "
             f"{labels.shape}"
         )
-    palette = np.asarray(palette, np.uint8)
-    if palette.shape != (256, 3):
-        raise ValueError(f"palette must be uint8 [256, 3], got {palette.shape}")
     image = Image.fromarray(labels)
-    image.putpalette(palette.reshape(-1).tolist())
+    if palette is not None:
+        palette = np.asarray(palette, np.uint8)
+        if palette.shape != (256, 3):
+            raise ValueError(f"palette must be uint8 [256, 3], got {palette.shape}")
+        image.putpalette(palette.reshape(-1).tolist())
     _save_atomically(image, Path(path), format="PNG")
 
 
@@ -149,7 +156,43 @@ def davis_sequences(root: str | os.PathLike, split: str) -> list[str]:
     path = Path(root) / "ImageSets" / "2017" / f"{split}.txt"
     if not path.is_file():
         raise DatasetError(f"DAVIS split file {os.fspath(path)!r} does not exist")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return _listed_sequences(path, lambda line: line)
+
+
+def davis2016_split_file(root: str | os.PathLike, split: str) -> Path:
+    """The file that lists a DAVIS 2016 split: `ImageSets/2016/{split}.txt` where it exists,
+    else the DAVIS 2016 download's `ImageSets/480p/{split}.txt` (module docstring)."""
+    names, frames = (Path(root) / "ImageSets" / d / f"{split}.txt" for d in ("2016", "480p"))
+    if names.is_file() or frames.is_file():
+        return names if names.is_file() else frames
+    raise DatasetError(
+        f"DAVIS 2016 split file: neither {os.fspath(names)!r} nor {os.fspath(frames)!r} exists"
+    )
+
+
+def davis2016_sequences(root: str | os.PathLike, split: str) -> list[str]:
+    """Sequence names of a DAVIS 2016 split (`davis2016_split_file`), in order of first
+    appearance."""
+    path = davis2016_split_file(root, split)
+    if path.parent.name == "2016":
+        return _listed_sequences(path, lambda line: line)
+
+    def sequence(line: str) -> str:  # "/JPEGImages/480p/<seq>/00000.jpg /Annotations/..."
+        parts = line.split()[0].strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "JPEGImages":
+            raise DatasetError(
+                f"DAVIS 2016 split file {os.fspath(path)!r}: line {line!r} does not start with "
+                "/JPEGImages/<resolution>/<sequence>/<frame>.jpg"
+            )
+        return parts[2]
+
+    return _listed_sequences(path, sequence)
+
+
+def _listed_sequences(path: Path, sequence) -> list[str]:
+    """The distinct `sequence(line)` of a split file's non-empty lines, in file order."""
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = list(dict.fromkeys(sequence(line) for line in lines))
     if not names:
         raise DatasetError(f"DAVIS split file {os.fspath(path)!r} lists no sequence")
     return names

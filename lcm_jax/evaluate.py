@@ -1,7 +1,10 @@
-"""Evaluate LCM on DAVIS 2017 or YouTube-VOS: segment every video, write the results, score.
+"""Evaluate LCM on DAVIS 2017, DAVIS 2016 or YouTube-VOS: segment every video, write the
+results, score.
 
     python -m lcm_jax.evaluate --dataset davis --root data/DAVIS --split val \\
         --checkpoint demo_out/train/lcm/sequence --out results/davis_val
+    python -m lcm_jax.evaluate --dataset davis2016 --root data/DAVIS2016 --split val \\
+        --checkpoint demo_out/train/lcm/sequence --out results/davis2016_val
     python -m lcm_jax.evaluate --dataset youtube --root data/YouTube --split valid \\
         --checkpoint demo_out/train/lcm/sequence --out results/ytvos_valid
     python -m lcm_jax.evaluate --dataset youtube --root data/YouTube --split valid --all_frames \\
@@ -10,12 +13,16 @@
 The model is the one stored with the checkpoint (`--model paper|tiny` overrides it, and is
 needed for checkpoints written before configs were stored). DAVIS: `<out>/<seq>/<frame>.png`
 (the DAVIS toolkit's results layout), then J&F as the DAVIS 2017 toolkit computes it in
-`<out>/global_results-<split>.csv` and `<out>/per-sequence_results-<split>.csv`. YouTube-VOS:
+`<out>/global_results-<split>.csv` and `<out>/per-sequence_results-<split>.csv`. DAVIS 2016
+(the paper's Table 3; one object a sequence, as STCN, XMem and Cutie evaluate it): the same
+from the DAVIS 2016 folder (its split `ImageSets/480p/<split>.txt`, or `ImageSets/2016/<split>.txt`
+of a DAVIS 2017 trainval folder, whose masks' objects are then merged into one), the results
+greyscale PNGs, 255 the object, as the 2016 annotations. YouTube-VOS:
 `<out>/Annotations/<vid>/<frame>.png` for the frames meta.json lists, and `<out>/submission.zip`
 for the evaluation server; with --all_frames the videos run through every frame (from
 `<root>/all_frames/valid_all_frames/JPEGImages`, STCN's, XMem's and Cutie's layout, or
 `<root>/valid_all_frames/JPEGImages`), not every 5th, as those evaluate, and the same frames are
-written. Both: `<out>/confidence/<video>.csv`, with --soft the quantised probabilities (.npz),
+written. All: `<out>/confidence/<video>.csv`, with --soft the quantised probabilities (.npz),
 and `<out>/manifest.json` (checkpoint, model, options, data).
 
 An interrupted run, started again with the same arguments, keeps the finished videos; into a
@@ -49,20 +56,28 @@ from lcm_jax import cli, distributed
 from lcm_jax.inference import evaluation, splits
 from lcm_jax.inference.segmenter import Segmenter
 
-DEFAULT_SPLITS = {"davis": "val", "youtube": "valid"}
+DEFAULT_SPLITS = {"davis": "val", "davis2016": "val", "youtube": "valid"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lcm_jax.evaluate", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--dataset", required=True, choices=("davis", "youtube"))
-    parser.add_argument("--root", required=True, help="DAVIS folder, or YouTube-VOS folder")
+    parser.add_argument("--dataset", required=True, choices=tuple(DEFAULT_SPLITS))
     parser.add_argument(
-        "--split", default=None, help="davis: val (default) or test-dev; youtube: valid (default)"
+        "--root", required=True, help="DAVIS 2017 or 2016 folder, or YouTube-VOS folder"
+    )
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="davis: val (default) or test-dev; davis2016: val (default); youtube: valid (default)",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--resolution", default="480p", help="DAVIS: 480p or Full-Resolution")
+    parser.add_argument(
+        "--resolution",
+        default="480p",
+        help="davis: 480p or Full-Resolution; davis2016: 480p or 1080p",
+    )
     parser.add_argument(
         "--sequences",
         nargs="*",
@@ -114,8 +129,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.coordinator_address, args.num_processes, args.process_id, args.initialization_timeout
     )
     split_name = args.split or DEFAULT_SPLITS[args.dataset]
-    if args.dataset == "davis":
-        split = splits.list_davis(args.root, split_name, args.resolution, args.sequences)
+    if args.dataset in ("davis", "davis2016"):
+        year = "2016" if args.dataset == "davis2016" else "2017"
+        split = splits.list_davis(args.root, split_name, args.resolution, args.sequences, year)
     else:
         split = splits.list_youtube(args.root, split_name, args.sequences, args.all_frames)
     segmenter = Segmenter.from_checkpoint(args.checkpoint, cli.inference_options(args), args.model)

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 import torch
 from test_convert import stm_release
 from test_docstring_snippets import run_snippet
-from test_inference_support import synthetic_video, tiny_model
+from test_inference_support import davis2016_folder, synthetic_video, tiny_model
 
 from lcm_jax import checkpoints, convert, evaluate, export, segment
 from lcm_jax.configs import lcm as lcm_configs
@@ -94,12 +94,13 @@ def run_quietly(argv: list[str], folder: Path, env: dict, what: str) -> None:
 
 def test_the_documented_commands_run_as_written(tmp_path):
     commands = documented_commands()
-    # segment (from the first frame, from frame 3), evaluate (DAVIS, YouTube-VOS every 5th and
-    # all frames), convert x3, and configs/lcm.py's evaluate of $W/sequence (here the README's
-    # checkpoint: its run finds the README's results there and keeps them)
-    assert len(commands) == 9, commands
+    # segment (from the first frame, from frame 3), evaluate (DAVIS, DAVIS 2016, YouTube-VOS
+    # every 5th and all frames), convert x3, and configs/lcm.py's evaluate of $W/sequence (here
+    # the README's checkpoint: its run finds the README's results there and keeps them)
+    assert len(commands) == 10, commands
     synthetic.generate(tmp_path / "data", num_videos=4, num_frames=6, height=64, width=64,
                        seed=1, progress=False)  # fmt: skip
+    davis2016_folder(tmp_path / "data" / "DAVIS2016", ["blackswan", "cows"])
     # all frames of YouTube-VOS valid in STCN's layout: here the same as the every-5th folder
     # (tests/test_evaluate.py runs folders with frames in between)
     youtube = tmp_path / "data" / "YouTube"
@@ -122,6 +123,7 @@ def test_the_documented_commands_run_as_written(tmp_path):
     assert len(list(from_3.glob("*.png"))) == 6 and (from_3 / "overlay.mp4").is_file()
     np.testing.assert_array_equal(video_io.read_label_png(from_3 / "00003.png"), labels[3])
     assert (tmp_path / "results" / "davis_val" / "global_results-val.csv").is_file()
+    assert (tmp_path / "results" / "davis2016_val" / "global_results-val.csv").is_file()
     every_5th = zipped(tmp_path / "results" / "ytvos_valid" / "submission.zip")
     all_frames = zipped(tmp_path / "results" / "ytvos_valid_all_frames" / "submission.zip")
     assert every_5th and all_frames == every_5th  # the same frames here, so the same masks

@@ -72,3 +72,22 @@ def tree(folder):
     return {
         p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
     }
+
+
+def davis2016_folder(root, names, num_frames=5, seed=30):
+    """A DAVIS 2016 folder as its download lays it out, `names` its val split: JPEGImages/480p,
+    Annotations/480p (greyscale PNGs, 255 the object), ImageSets/480p/val.txt (a frame and its
+    mask a line); each a synthetic video of one object."""
+    lines = []
+    for i, seq in enumerate(names):
+        frames, labels = synthetic_video(seed=seed + i, num_frames=num_frames, objects=1)
+        for t, (frame, lab) in enumerate(zip(frames, labels, strict=True)):
+            video_io.write_frame(root / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg", frame)
+            mask = np.where(lab > 0, 255, 0).astype(np.uint8)
+            video_io.write_label_png(
+                root / "Annotations" / "480p" / seq / f"{t:05d}.png", mask, palette=None
+            )
+            lines.append(f"/JPEGImages/480p/{seq}/{t:05d}.jpg /Annotations/480p/{seq}/{t:05d}.png")
+    (root / "ImageSets" / "480p").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "480p" / "val.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -7,8 +7,9 @@
 
 Files (outputs.py): DAVIS `<out>/<seq>/<frame>.png`, then `global_results-<split>.csv` and
 `per-sequence_results-<split>.csv` of the sequences whose every frame is annotated, as the DAVIS
-2017 toolkit writes them; YouTube-VOS `<out>/Annotations/<vid>/<frame>.png` for the frames
-meta.json lists, then `<out>/submission.zip`. Both: `<out>/confidence/<video>.csv`, and the
+2017 toolkit writes them (DAVIS 2016: greyscale PNGs, one object a sequence); YouTube-VOS
+`<out>/Annotations/<vid>/<frame>.png` for the frames meta.json lists, then
+`<out>/submission.zip`. All: `<out>/confidence/<video>.csv`, and the
 `.npz` probabilities with `soft_output`. `<out>/manifest.json` (manifest.py) comes first: a
 run into a folder of another run's results stops before writing anything, unless `overwrite`.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import os
 import warnings
 from collections.abc import Callable, Collection, Sequence
@@ -199,12 +201,19 @@ def run_videos(
     return [(v.name, run.failures[v.name]) for v in videos if v.name in run.failures]
 
 
-def _score_davis(split: Split, out: Path, failed: Collection[str], workers: int | None):
+def _score_davis(
+    split: Split,
+    out: Path,
+    failed: Collection[str],
+    workers: int | None,
+    single_object: bool = False,
+):
     """J&F of the fully annotated sequences that did not fail (scored in `workers` parallel
-    processes, `report.score_sequences`), and the toolkit's CSVs."""
+    processes, `report.score_sequences`; `single_object`: DAVIS 2016), and the toolkit's CSVs."""
     scored = [v for v in split.videos if v.name not in failed and v.fully_annotated]
     objects, failures = [], []
-    results = report.score_sequences(out, [(v.name, v.annotations) for v in scored], workers)
+    listed = [(v.name, v.annotations) for v in scored]
+    results = report.score_sequences(out, listed, workers, single_object)
     for listed, result in zip(scored, results, strict=True):
         if isinstance(result, ValueError):  # DatasetError, or too few annotated frames
             failures.append((listed.name, f"{type(result).__name__}: {result}"))
@@ -232,6 +241,11 @@ class Benchmark:
 
 BENCHMARKS = {
     "davis": Benchmark(inputs.davis_video, outputs.Layout.davis, _score_davis),
+    "davis2016": Benchmark(  # one object a sequence
+        functools.partial(inputs.davis_video, single_object=True),
+        outputs.Layout.davis2016,
+        functools.partial(_score_davis, single_object=True),
+    ),
     "youtube": Benchmark(inputs.youtube_video, outputs.Layout.youtube, _zip_youtube),
 }
 

@@ -63,12 +63,17 @@ def _same_size(path: Path, frame, first: np.ndarray, first_path: Path) -> np.nda
     return frame
 
 
-def read_mask(path: str | os.PathLike, frame_shape: tuple[int, ...]) -> np.ndarray:
+def read_mask(
+    path: str | os.PathLike, frame_shape: tuple[int, ...], single_object: bool = False
+) -> np.ndarray:
     """A given mask: a label map uint8 [H, W] that must match the frames' [H, W]; warns
-    (EmptyMaskWarning) when it holds no object."""
+    (EmptyMaskWarning) when it holds no object. With `single_object` (DAVIS 2016), every
+    nonzero pixel is object 1."""
     if not Path(path).is_file():
         raise video_io.DatasetError(f"mask {os.fspath(path)!r} does not exist")
     labels = video_io.read_label_png(path)
+    if single_object:
+        labels = (labels != 0).astype(np.uint8)
     if labels.shape != tuple(frame_shape[:2]):
         raise video_io.DatasetError(
             f"mask {os.fspath(path)!r} is {labels.shape[1]}x{labels.shape[0]} but the frames are "
@@ -97,14 +102,15 @@ def _annotations(
     return out
 
 
-def davis_video(listed: VideoFiles) -> tuple[Video, list[str]]:
-    """A DAVIS sequence: all frames, and only the first frame's mask given (semi-supervised)."""
+def davis_video(listed: VideoFiles, single_object: bool = False) -> tuple[Video, list[str]]:
+    """A DAVIS sequence: all frames, and only the first frame's mask given (semi-supervised);
+    with `single_object` (DAVIS 2016) its nonzero pixels are the one object."""
     frames = listed.frames
     if not listed.annotations or listed.annotations[0].stem != frames[0].stem:
         path = listed.annotations_dir / f"{frames[0].stem}.png"
         raise video_io.DatasetError(f"first-frame mask {os.fspath(path)!r} is missing")
     first = video_io.read_frame(frames[0])
-    annotations = {0: read_mask(listed.annotations[0], first.shape)}
+    annotations = {0: read_mask(listed.annotations[0], first.shape, single_object)}
     return Video(_frames(frames, first), annotations, len(frames), listed.name), listed.frame_names
 
 

@@ -1,7 +1,8 @@
 """Result files, each written atomically (`lcm_jax.files`).
 
 - DAVIS results layout: `<out>/<seq>/<frame>.png`, indexed PNGs with the DAVIS palette
-  (pixel value = object id), what the DAVIS 2017 toolkit and its servers read.
+  (pixel value = object id), what the DAVIS 2017 toolkit and its servers read; for DAVIS 2016
+  (one object) greyscale PNGs, 255 the object, as its annotations and STCN's and XMem's results.
 - YouTube-VOS layout: `<out>/Annotations/<vid>/<frame>.png` for exactly the frames that
   meta.json lists for the video (the union over its objects), and a submission zip whose top
   level is `Annotations/`.
@@ -37,6 +38,11 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
     video_io.write_label_png(path, labels)
 
 
+def write_mask(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """One object's label map uint8 [H, W] (0 background) as a greyscale PNG, 255 the object."""
+    video_io.write_label_png(path, np.where(labels > 0, 255, 0).astype(np.uint8), palette=None)
+
+
 def write_probs(path: str | os.PathLike, probs: np.ndarray, object_ids: Iterable[int]) -> None:
     """Quantised probabilities uint8 [1 + objects, H, W] and their object ids as an .npz."""
     buffer = io.BytesIO()
@@ -69,17 +75,23 @@ def write_submission_zip(out_dir: str | os.PathLike, zip_path: str | os.PathLike
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """Where one video's files go: `<labels_dir>/<frame>.png`, `<probs_dir>/<frame>.npz` (when
-    soft probabilities are written) and its confidence CSV (written last)."""
+    """Where one video's files go: `<labels_dir>/<frame>.png` (`write_mask`'s when
+    `single_object`, else `write_labels`'), `<probs_dir>/<frame>.npz` (when soft probabilities
+    are written) and its confidence CSV (written last)."""
 
     labels_dir: Path
     probs_dir: Path | None
     confidence_csv: Path
+    single_object: bool = False
 
     @classmethod
     def davis(cls, out_dir: str | os.PathLike, seq: str, soft: bool) -> Layout:
         out = Path(out_dir)
         return cls(out / seq, out / seq if soft else None, out / "confidence" / f"{seq}.csv")
+
+    @classmethod
+    def davis2016(cls, out_dir: str | os.PathLike, seq: str, soft: bool) -> Layout:
+        return dataclasses.replace(cls.davis(out_dir, seq, soft), single_object=True)
 
     @classmethod
     def youtube(cls, out_dir: str | os.PathLike, vid: str, soft: bool) -> Layout:
@@ -137,7 +149,8 @@ class VideoWriter:
         name = self.names[result.index]
         if self.wanted is not None and name not in self.wanted:
             return
-        self.pending.append(self.pool.submit(write_labels, self.layout.png(name), result.labels))
+        write = write_mask if self.layout.single_object else write_labels
+        self.pending.append(self.pool.submit(write, self.layout.png(name), result.labels))
         if self.layout.probs_dir is not None:
             self.pending.append(
                 self.pool.submit(

@@ -1,4 +1,4 @@
-"""The videos of a benchmark split, listed once per run (DAVIS 2017, YouTube-VOS).
+"""The videos of a benchmark split, listed once per run (DAVIS 2017 and 2016, YouTube-VOS).
 
     split = list_davis("data/DAVIS", "val")      # or list_youtube("data/YouTube", "valid")
     split.videos     # VideoFiles of every video that could be listed, in the split's order
@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lcm_jax.input_pipeline import video_io
 
-DAVIS_RESOLUTIONS = ("480p", "Full-Resolution")
+DAVIS_RESOLUTIONS = {"2017": ("480p", "Full-Resolution"), "2016": ("480p", "1080p")}
+DAVIS_DATASETS = {"2017": "davis", "2016": "davis2016"}  # the name in a Split's data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,19 +76,28 @@ def list_davis(
     split: str,
     resolution: str = "480p",
     names: Sequence[str] | None = None,
+    year: str = "2017",
 ) -> Split:
     """The sequences of `ImageSets/2017/<split>.txt` (or `names`, each listed there or with a
-    frame or annotation folder) of a DAVIS 2017 folder."""
+    frame or annotation folder) of a DAVIS 2017 folder; with `year="2016"`, of a DAVIS 2016
+    split (`video_io.davis2016_split_file`), one object a sequence: its masks' nonzero pixels."""
     root = Path(root).absolute()
     _require_folder(root, "DAVIS")
-    if resolution not in DAVIS_RESOLUTIONS:
+    if year not in DAVIS_RESOLUTIONS:
+        raise ValueError(f"DAVIS year must be one of {tuple(DAVIS_RESOLUTIONS)}, got {year!r}")
+    if resolution not in DAVIS_RESOLUTIONS[year]:
         raise video_io.DatasetError(
-            f"DAVIS resolution must be one of {DAVIS_RESOLUTIONS}, got {resolution!r}"
+            f"DAVIS {year} resolution must be one of {DAVIS_RESOLUTIONS[year]}, got {resolution!r}"
         )
+    if year == "2016":
+        sequences = video_io.davis2016_sequences
+        split_files = f"ImageSets/2016/{split}.txt or ImageSets/480p/{split}.txt"
+    else:
+        sequences, split_files = video_io.davis_sequences, f"ImageSets/2017/{split}.txt"
     if names:
         _require_once(names)
         try:
-            listed = set(video_io.davis_sequences(root, split))
+            listed = set(sequences(root, split))
         except video_io.DatasetError:  # no split file: names alone say what to segment
             listed = set()
         folders = (f"JPEGImages/{resolution}", f"Annotations/{resolution}")
@@ -96,10 +106,10 @@ def list_davis(
         if unknown:
             raise video_io.DatasetError(
                 f"DAVIS folder {os.fspath(root)!r} has no sequence {_quoted(unknown)}: not in "
-                f"ImageSets/2017/{split}.txt, no folder in {' or '.join(folders)}"
+                f"{split_files}, no folder in {' or '.join(folders)}"
             )
     videos, unlisted = [], []
-    for seq in names or video_io.davis_sequences(root, split):
+    for seq in names or sequences(root, split):
         try:
             frames, annotations = video_io.davis_video(root, seq, resolution)
         except video_io.DatasetError as e:
@@ -107,7 +117,8 @@ def list_davis(
             continue
         folder = root / "Annotations" / resolution / seq
         videos.append(VideoFiles(seq, tuple(frames), tuple(annotations), folder))
-    data = {"dataset": "davis", "root": os.fspath(root), "split": split, "resolution": resolution}
+    dataset = DAVIS_DATASETS[year]
+    data = {"dataset": dataset, "root": os.fspath(root), "split": split, "resolution": resolution}
     return Split(data, tuple(videos), tuple(unlisted))
 
 

@@ -11,6 +11,9 @@ scores each object with `davis.evaluate_sequence` (sequences in parallel process
   named `<seq>_<object id>`;
 
 values with 3 decimals (pandas' `float_format="%.3f"`, NaN as an empty field).
+
+DAVIS 2016 (`single_object`) is the same protocol on one object a sequence: every nonzero pixel
+of an annotation or a result (255 in its greyscale PNGs), as STCN, XMem and Cutie score it.
 """
 
 from __future__ import annotations
@@ -73,10 +76,14 @@ def score_sequence(name: str, gt_labels: np.ndarray, pred_labels: np.ndarray) ->
 
 
 def read_sequence(
-    results_dir: str | os.PathLike, seq: str, annotation_paths: Sequence[Path]
+    results_dir: str | os.PathLike,
+    seq: str,
+    annotation_paths: Sequence[Path],
+    single_object: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth and result label maps uint8 [N, H, W] of one sequence's annotated frames:
-    `annotation_paths` and `<results_dir>/<seq>/<the same stem>.png`.
+    `annotation_paths` and `<results_dir>/<seq>/<the same stem>.png`; with `single_object`,
+    1 where a PNG is nonzero.
 
     Raises:
         video_io.DatasetError: a missing or unreadable PNG, or a size mismatch (names the file).
@@ -95,16 +102,23 @@ def read_sequence(
                 f"result {os.fspath(result_path)!r} is {pred[-1].shape[::-1]} (W, H) but its "
                 f"annotation is {gt[-1].shape[::-1]}"
             )
-    return np.stack(gt), np.stack(pred)
+    gt, pred = np.stack(gt), np.stack(pred)
+    if single_object:
+        return (gt != 0).astype(np.uint8), (pred != 0).astype(np.uint8)
+    return gt, pred
 
 
 def score_files(
-    results_dir: str | os.PathLike, seq: str, annotation_paths: Sequence[Path]
+    results_dir: str | os.PathLike,
+    seq: str,
+    annotation_paths: Sequence[Path],
+    single_object: bool = False,
 ) -> list[ObjectScores] | ValueError:
     """One sequence read (`read_sequence`) and scored (`score_sequence`), or the ValueError that
     stopped it: a missing, unreadable or mis-sized PNG, too few frames, a label too high."""
     try:
-        return score_sequence(seq, *read_sequence(results_dir, seq, annotation_paths))
+        read = read_sequence(results_dir, seq, annotation_paths, single_object)
+        return score_sequence(seq, *read)
     except ValueError as e:  # DatasetError is one
         return e
 
@@ -120,6 +134,7 @@ def score_sequences(
     results_dir: str | os.PathLike,
     sequences: Sequence[tuple[str, Sequence[Path]]],
     workers: int | None = None,
+    single_object: bool = False,
 ) -> list[list[ObjectScores] | ValueError]:
     """Scores `(name, annotation paths)` sequences of a results folder (`score_files`), in order.
 
@@ -128,6 +143,7 @@ def score_sequences(
       sequences: each sequence's name and the paths of its annotated frames.
       workers: processes scoring sequences at the same time, the longest sequences first; 1
         scores here, without a process; None: `default_workers`. The values do not depend on it.
+      single_object: DAVIS 2016, one object a sequence (`read_sequence`).
 
     Returns:
       Per sequence, its objects' scores or the ValueError that stopped it.
@@ -137,13 +153,16 @@ def score_sequences(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if workers == 1 or len(sequences) <= 1:
-        return [score_files(results_dir, seq, paths) for seq, paths in sequences]
+        return [score_files(results_dir, seq, paths, single_object) for seq, paths in sequences]
     # forkserver: safe beside JAX's threads (fork is not); the workers import only NumPy,
     # Pillow and lcm_jax.metrics.
     context = multiprocessing.get_context("forkserver")
     longest_first = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][1]))
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {i: pool.submit(score_files, results_dir, *sequences[i]) for i in longest_first}
+        futures = {
+            i: pool.submit(score_files, results_dir, *sequences[i], single_object)
+            for i in longest_first
+        }
         try:
             return [futures[i].result() for i in range(len(sequences))]
         except BaseException:
@@ -157,9 +176,11 @@ def evaluate_davis(
     sequences: Sequence[str],
     resolution: str = "480p",
     workers: int | None = None,
+    single_object: bool = False,
 ) -> DavisResults:
     """Semi-supervised J&F of `sequences` (in order) of a DAVIS results folder against the
-    annotations of the DAVIS folder `davis_root`; `workers` as `score_sequences`'s.
+    annotations of the DAVIS folder `davis_root`; `workers` and `single_object` (DAVIS 2016)
+    as `score_sequences`'s.
 
     Raises:
         video_io.DatasetError: a missing or unreadable annotation or result (the first
@@ -167,7 +188,7 @@ def evaluate_davis(
     """
     listed = [(seq, video_io.davis_annotations(davis_root, seq, resolution)) for seq in sequences]
     objects: list[ObjectScores] = []
-    for scores in score_sequences(results_dir, listed, workers):
+    for scores in score_sequences(results_dir, listed, workers, single_object):
         if isinstance(scores, ValueError):
             raise scores
         objects.extend(scores)
