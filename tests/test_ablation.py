@@ -138,11 +138,15 @@ def _error_line(capsys) -> str:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """One tiny invocation (LCM and STM, seed 0) and its argv."""
+    """One tiny invocation (LCM and STM, seed 0) and its argv, run as its docstring's command
+    (its own process: one CPU device, not the tests' eight)."""
     base = tmp_path_factory.mktemp("ablation")
     argv = ["--out", str(base / "out"), "--seeds", "0", "--json", str(base / "r.json"),
             "--markdown", str(base / "r.md")] + [a for s in TINY for a in ("--set", s)]  # fmt: skip
-    assert ablation.main(argv) == 0
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ablation", *argv], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
     return base, argv
 
 

@@ -31,6 +31,8 @@ from lcm_jax.input_pipeline import video_io
 from lcm_jax.metrics import report
 
 ROOT = Path(__file__).resolve().parents[1]
+# Programs compiled again by later tests come from JAX's persistent cache (conftest.py).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 @pytest.fixture(scope="module")

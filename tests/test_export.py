@@ -14,6 +14,9 @@ from test_inference_support import synthetic_video, tiny_model
 from lcm_jax import checkpoints, export
 from lcm_jax.inference.engine import Engine, InferenceOptions, Video
 
+# Programs compiled again by later tests come from JAX's persistent cache (conftest.py).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

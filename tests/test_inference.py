@@ -14,6 +14,9 @@ from lcm_jax.inference import memory, padding
 from lcm_jax.inference.engine import Engine, InferenceOptions, Video
 from lcm_jax.model import LCM, MemoryFrame
 
+# Programs compiled again by later tests come from JAX's persistent cache (conftest.py).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
 
 def simulate(capacity, num_frames, mem_every=5, annotated=(0,)):
     """Writes frames 0..num_frames-1 as the step does; returns the sets of frames held after

@@ -7,6 +7,9 @@ from test_inference_support import synthetic_video, tiny_model
 from lcm_jax import Predictor
 from lcm_jax.inference.engine import Engine, InferenceOptions, Video
 
+# Programs compiled again by later tests come from JAX's persistent cache (conftest.py).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
 N = 10  # frames
 
 

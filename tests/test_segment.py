@@ -22,6 +22,8 @@ from lcm_jax.inference.overlay import overlay
 from lcm_jax.input_pipeline import video_io
 
 ROOT = Path(__file__).resolve().parents[1]
+# Programs compiled again by later tests come from JAX's persistent cache (conftest.py).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 @pytest.fixture(scope="module")
