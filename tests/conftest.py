@@ -22,6 +22,23 @@ from lcm_jax.input_pipeline import testing  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+# The modules that take minutes on 2 CPU cores, longest first, ahead of the others: xdist
+# (--dist loadscope) hands modules to its workers in collection order, so that the workers end
+# together instead of one finishing test_train alone at the end.
+SLOWEST_FIRST = (
+    "test_train.py",
+    "test_notebooks.py",
+    "test_multiprocess.py",
+    "test_documented_commands.py",
+    "test_ablation.py",
+    "test_evaluate.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module
+
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
