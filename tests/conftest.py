@@ -4,9 +4,21 @@ XLA's CPU backend compiles without LLVM optimisation (`--xla_backend_optimizatio
 the tests compile many small programs and run each a few times, and this cuts their compile
 time (the tests' subprocesses inherit it). Results stay IEEE float32; speed is
 measured in benchmarks/, never here.
+
+Every temporary file of the session goes into one folder, removed at its end (`SESSION_TMP`,
+the TMPDIR of xdist's workers and of every process a test starts): the TFDS builds in the
+tests' processes and multiprocessing's forkserver left theirs in /tmp, a few each run.
 """
 
 import os
+import shutil
+import tempfile
+
+SESSION_TMP = None  # the folder this process made (the controller's; workers inherit TMPDIR)
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    SESSION_TMP = tempfile.mkdtemp(prefix="lcm-jax-tests-")
+    os.environ["TMPDIR"] = SESSION_TMP
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,3 +75,8 @@ def compilation_cache(tmp_path_factory):
     yield folder
     for n, v in old.items():
         jax.config.update(n, v)
+
+
+def pytest_unconfigure(config):
+    if SESSION_TMP is not None:
+        shutil.rmtree(SESSION_TMP, ignore_errors=True)
