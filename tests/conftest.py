@@ -7,7 +7,10 @@ measured in benchmarks/, never here.
 
 Every temporary file of the session goes into one folder, removed at its end (`SESSION_TMP`,
 the TMPDIR of xdist's workers and of every process a test starts): the TFDS builds in the
-tests' processes and multiprocessing's forkserver left theirs in /tmp, a few each run.
+tests' processes and multiprocessing's forkserver left theirs in /tmp, a few each run. It also
+holds the session's JAX compilation cache (JAX_COMPILATION_CACHE_DIR, JAX's default of caching
+programs that take 1 s or more to compile): processes that compile the same programs share
+them (tests/test_demo.py and the notebooks 01 and 02 train the same three stages).
 """
 
 import os
@@ -19,6 +22,7 @@ if "PYTEST_XDIST_WORKER" not in os.environ:
     SESSION_TMP = tempfile.mkdtemp(prefix="lcm-jax-tests-")
     os.environ["TMPDIR"] = SESSION_TMP
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(SESSION_TMP, "jax_cache")
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,16 +38,26 @@ from lcm_jax.input_pipeline import testing  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-# The modules that take minutes on 2 CPU cores, longest first, ahead of the others: xdist
-# (--dist loadscope) hands modules to its workers in collection order, so that the workers end
-# together instead of one finishing test_train alone at the end.
+# The test modules in the order xdist hands them to its workers (pyproject.toml: --dist
+# loadscope --no-loadscope-reorder): the longest first (seconds measured on 2 CPU cores), so that
+# the workers end together instead of one running a long module alone at the end; the modules
+# not named, each under 20 s, follow in collection order.
 SLOWEST_FIRST = (
-    "test_train.py",
-    "test_notebooks.py",
-    "test_multiprocess.py",
-    "test_documented_commands.py",
-    "test_ablation.py",
-    "test_evaluate.py",
+    "test_train.py",  # 263
+    "test_documented_commands.py",  # 158
+    "test_notebooks.py",  # 151
+    "test_multiprocess.py",  # 147
+    "test_evaluate.py",  # 123
+    "test_ablation.py",  # 102
+    "test_benchmarks.py",  # 97
+    "test_parity.py",  # 90
+    "test_demo.py",  # 86
+    "test_lcm.py",  # 75
+    "test_segment.py",  # 74
+    "test_inference.py",  # 52
+    "test_convert.py",  # 44
+    "test_export.py",  # 40
+    "test_numpy_feed.py",  # 26
 )
 
 
