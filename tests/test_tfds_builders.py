@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import ml_collections
@@ -287,7 +288,7 @@ def test_prepare_cli_builds_a_set_in_the_data_dir_and_leaves_no_temporary_folder
 
 
 def test_prepare_cli_rejects_bad_flags_and_missing_folders_in_one_line_before_writing(
-    prepared, tmp_path
+    prepared, tmp_path, capsys, monkeypatch
 ):
     raw, _ = prepared
     partial = tmp_path / "partial"  # DAVIS/ and static/, no YouTube/
@@ -307,13 +308,21 @@ def test_prepare_cli_rejects_bad_flags_and_missing_folders_in_one_line_before_wr
         # the DAVIS set was written before the missing YouTube/ was found
         (["--dataset", "synthetic", "--manual_dir", str(partial)], str(partial / "YouTube")),
     ]
-    for flags, named in cases:  # the flags after the common ones win
-        run = _prepare_cli(["--manual_dir", str(raw), "--data_dir", str(data_dir), *flags], tmpdir)
-        assert run.returncode == 2, (flags, run.stderr)
-        assert "Traceback" not in run.stderr, flags
-        lines = run.stderr.strip().splitlines()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    for i, (flags, named) in enumerate(cases):  # the flags after the common ones win
+        argv = ["--manual_dir", str(raw), "--data_dir", str(data_dir), *flags]
+        if i == 0:  # as a command (the others in this process: the same main, faster)
+            run = _prepare_cli(argv, tmpdir)
+            status, stdout, stderr = run.returncode, run.stdout, run.stderr
+        else:
+            status = prepare.main(argv)
+            stdout, stderr = capsys.readouterr()
+        assert status == 2, (flags, stderr)
+        assert "Traceback" not in stderr, flags
+        lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], flags
-        assert run.stdout == "", flags
+        assert stdout == "", flags
     assert not data_dir.exists()
     assert a_file.read_text() == "mine"
     assert list(tmpdir.iterdir()) == []
