@@ -12,6 +12,24 @@ from lcm_jax import cli, segment
 from lcm_jax.input_pipeline import video_io
 
 
+def one_line_error(module, argv: list[str], capsys, *, command: bool, env=None) -> str:
+    """Runs the CLI `module` with `argv`, as a command (`python -m`, in `env`) or through its
+    `main` in this process, and checks that it failed as an input mistake: status 2, nothing on
+    stdout, one line "error: ..." on stderr, no traceback. Returns that line."""
+    if command:
+        run = subprocess.run([sys.executable, "-m", module.__name__, *argv], env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        status, stdout, stderr = run.returncode, run.stdout, run.stderr
+    else:
+        status = module.main(argv)
+        stdout, stderr = capsys.readouterr()
+    assert status == cli.EXIT_INPUT, (argv, stderr)
+    assert "Traceback" not in stderr and stdout == "", (argv, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (argv, stderr)
+    return lines[0]
+
+
 def test_an_os_error_is_one_line_naming_the_path_and_the_file_in_the_way(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert cli.run(lambda: (tmp_path / "afile" / "sub").mkdir()) == cli.EXIT_INPUT

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import ndimage
+from test_cli_errors import one_line_error
 
 from lcm_jax.input_pipeline import lookalikes, prepare, synthetic, testing, tfds_sets, video_io
 from lcm_jax.input_pipeline.synthetic import OBJECT_COLOURS, Difficulty
@@ -187,18 +188,8 @@ def test_cli_rejects_each_bad_flag_in_one_line_before_writing_anything(tmp_path,
     small = ["--out", str(tmp_path / "out"), "--num_videos", "1", "--num_frames", "3",
              "--height", "16", "--width", "16"]  # fmt: skip
     for i, (flags, named) in enumerate(cases):  # one at a time: the first bad flag stops it
-        if i == 0:  # as a command (the others in this process: the same main, faster)
-            cmd = [sys.executable, "-m", "lcm_jax.input_pipeline.synthetic", *small, *flags]
-            run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            status, stdout, stderr = run.returncode, run.stdout, run.stderr
-        else:
-            status = synthetic.main(small + flags)
-            stdout, stderr = capsys.readouterr()
-        assert status == 2, (flags, stderr)
-        assert "Traceback" not in stderr, flags
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], flags
-        assert stdout == "", flags
+        # the first as a command, the others through the same main in this process (faster)
+        assert named in one_line_error(synthetic, small + flags, capsys, command=i == 0), flags
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
     assert a_file.read_text() == "mine"
 

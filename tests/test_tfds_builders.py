@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli_errors import one_line_error
 
 from lcm_jax.input_pipeline import (
     davis,
@@ -310,19 +311,11 @@ def test_prepare_cli_rejects_bad_flags_and_missing_folders_in_one_line_before_wr
     ]
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")  # as _prepare_cli's
     for i, (flags, named) in enumerate(cases):  # the flags after the common ones win
         argv = ["--manual_dir", str(raw), "--data_dir", str(data_dir), *flags]
-        if i == 0:  # as a command (the others in this process: the same main, faster)
-            run = _prepare_cli(argv, tmpdir)
-            status, stdout, stderr = run.returncode, run.stdout, run.stderr
-        else:
-            status = prepare.main(argv)
-            stdout, stderr = capsys.readouterr()
-        assert status == 2, (flags, stderr)
-        assert "Traceback" not in stderr, flags
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], flags
-        assert stdout == "", flags
+        # the first as a command, the others through the same main in this process (faster)
+        assert named in one_line_error(prepare, argv, capsys, command=i == 0, env=env), flags
     assert not data_dir.exists()
     assert a_file.read_text() == "mine"
     assert list(tmpdir.iterdir()) == []
