@@ -127,9 +127,23 @@ def compare(
         tq = torch_net.encode_query(tf[:, 1])
         tmem = torch_net.encode_memory(tf[:, 0], tm[:, 0], tv)
         tlogits = torch_net(tf, tm, tv)
-    fq = net.apply(variables, frames[:, 1], method=net.encode_query)
-    fmem = net.apply(variables, frames[:, 0], masks[:, 0], valid, method=net.encode_memory)
-    flogits = jax.jit(net.apply)(variables, frames, masks, valid)
+    labels = clip_labels(masks)
+
+    def loss_and_tensors(params):  # the clip cross-entropy; the compared tensors as its aux
+        v = {**variables, "params": params}
+        fq = net.apply(v, frames[:, 1], method=net.encode_query)
+        fmem = net.apply(v, frames[:, 0], masks[:, 0], valid, method=net.encode_memory)
+        logits = net.apply(v, frames, masks, valid)
+        logp = jax.nn.log_softmax(logits, axis=2)
+        loss = -jnp.take_along_axis(logp, labels[:, :, None], axis=2).mean()
+        return loss, (fq, fmem, logits)
+
+    # One compiled program: the forward pass, and with `gradients` the backward pass too
+    if gradients:
+        run = jax.value_and_grad(loss_and_tensors, has_aux=True)
+        (_, (fq, fmem, flogits)), grads = jax.jit(run)(variables["params"])
+    else:
+        _, (fq, fmem, flogits) = jax.jit(loss_and_tensors)(variables["params"])
     for prefix, f, t in (("encode_query", fq, tq), ("encode_memory", fmem, tmem)):
         for field in t._fields:
             if getattr(t, field) is not None:
@@ -141,21 +155,15 @@ def compare(
     rows["clip.padded_logits"] = tensor_error(fl[~real], tl[~real])
 
     if gradients:
-        rows.update(_gradient_errors(net, variables, torch_net, frames, masks, valid))
+        rows.update(_gradient_errors(grads, variables, torch_net, (tf, tm, tv), labels))
     return ErrorReport(rows)
 
 
-def _gradient_errors(net, variables, torch_net, frames, masks, valid) -> dict[str, TensorError]:
-    labels = clip_labels(masks)
-
-    def loss_fn(params):
-        logits = net.apply({**variables, "params": params}, frames, masks, valid)
-        logp = jax.nn.log_softmax(logits, axis=2)
-        return -jnp.take_along_axis(logp, labels[:, :, None], axis=2).mean()
-
-    grads = jax.jit(jax.grad(loss_fn))(variables["params"])
+def _gradient_errors(grads, variables, torch_net, inputs, labels) -> dict[str, TensorError]:
+    """The errors of the Flax parameter gradients `grads` against the torch reference's, for
+    the clip cross-entropy of `inputs` (frames, masks, valid as torch tensors) and `labels`."""
     torch_net.zero_grad()
-    logits = torch_net(torch.from_numpy(frames), torch.from_numpy(masks), torch.from_numpy(valid))
+    logits = torch_net(*inputs)
     torch.nn.functional.cross_entropy(
         logits.flatten(0, 1), torch.from_numpy(labels).flatten(0, 1)
     ).backward()
