@@ -316,7 +316,7 @@ def test_sigterm_saves_the_current_step_and_stops(initial_variables, clips, tmp_
 def test_the_tiny_model_overfits_one_synthetic_clip(tmp_path):
     config = tiny_config(
         batch_size=1,
-        num_train_steps=100,
+        num_train_steps=40,
         checkpoint_every_steps=1000,
         mesh=(("data", 1),),
     )
@@ -327,8 +327,9 @@ def test_the_tiny_model_overfits_one_synthetic_clip(tmp_path):
     config.optimizer.learning_rate = 5e-4
     _, history = run(config, tmp_path, render_clips(1, seed=3))
     loss = [h["loss"] for h in history]
-    assert len(loss) == 100
-    assert min(loss[-5:]) < loss[0] / 10, loss[::10]
+    # Measured: 5.68 at step 1, 0.43 at step 6, 0.126 by step 40 (25x smaller: 0.227).
+    assert len(loss) == 40
+    assert min(loss[-5:]) < loss[0] / 25, loss[::5]
 
 
 def _losses_in_events(workdir) -> dict[int, list[float]]:
