@@ -264,13 +264,19 @@ def test_tfds_davis_examples_convert_to_the_shared_format():
     np.testing.assert_array_equal(converted["first_frames"], [1])
 
 
+def _prepare_env(tmpdir) -> dict:
+    """The prepare CLI's environment: TMPDIR=`tmpdir`, TensorFlow quiet. TensorFlow 2.21 logs
+    "oneDNN custom operations are on" at import (twice, whatever TF_CPP_MIN_LOG_LEVEL says);
+    without oneDNN it is silent, and stderr holds only our lines."""
+    return dict(os.environ, TMPDIR=str(tmpdir), TF_ENABLE_ONEDNN_OPTS="0")
+
+
 def _prepare_cli(flags, tmpdir):
     """Runs the prepare CLI with `flags` and TMPDIR=`tmpdir`; returns the CompletedProcess."""
-    # TensorFlow 2.21 logs "oneDNN custom operations are on" at import (twice, whatever
-    # TF_CPP_MIN_LOG_LEVEL says); without oneDNN it is silent, and stderr holds only our lines.
-    env = dict(os.environ, TMPDIR=str(tmpdir), TF_ENABLE_ONEDNN_OPTS="0")
     cmd = [sys.executable, "-m", "lcm_jax.input_pipeline.prepare", *flags]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=_prepare_env(tmpdir), timeout=300
+    )
 
 
 def test_prepare_cli_builds_a_set_in_the_data_dir_and_leaves_no_temporary_folder(
@@ -311,7 +317,7 @@ def test_prepare_cli_rejects_bad_flags_and_missing_folders_in_one_line_before_wr
     ]
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")  # as _prepare_cli's
+    env = _prepare_env(tmpdir)
     for i, (flags, named) in enumerate(cases):  # the flags after the common ones win
         argv = ["--manual_dir", str(raw), "--data_dir", str(data_dir), *flags]
         # the first as a command, the others through the same main in this process (faster)
