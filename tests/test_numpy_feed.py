@@ -278,6 +278,8 @@ def test_training_with_the_numpy_feed_never_imports_tensorflow(prepared, tmp_pat
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained without TensorFlow" in done.stdout
+    assert "No TensorBoard events" in done.stderr  # the metrics went to the log
+    assert sorted(os.listdir(tmp_path / "workdir" / "checkpoints")) == ["2"]
     assert not (tmp_path / "no_tfds").exists()
 
 

@@ -23,7 +23,7 @@ from lcm_jax import checkpoints, losses, train
 from lcm_jax.configs import base
 from lcm_jax.configs import lcm as lcm_configs
 from lcm_jax.configs import model as model_configs
-from lcm_jax.input_pipeline import synthetic, testing
+from lcm_jax.input_pipeline import synthetic
 from lcm_jax.model import build_model, init_variables
 
 SIZE = 64
@@ -557,7 +557,8 @@ def test_config_arguments_that_do_not_exist_are_rejected():
 
 
 _RUNLOCAL = ["--config", "configs/lcm.py:stage=main,data=synthetic,runlocal=True"]
-# Mistakes at the command line: (flags, environment, what the error line says).
+# Mistakes at the command line: (flags, environment, what the error line says). A batch that
+# does not divide over the devices: tests/test_multiprocess.py (its line, from two processes).
 _CLI_MISTAKES = {
     "zero steps": (
         [*_RUNLOCAL, "--config.num_train_steps=0"],
@@ -595,11 +596,6 @@ _CLI_MISTAKES = {
         [*_RUNLOCAL, "--config.learning_rate=0.1"],
         {},
         r"a --config\.<field> flag names a field that the config does not have: learning_rate$",
-    ),
-    "a batch that does not divide": (
-        [*_RUNLOCAL, "--config.batch_size=3"],
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-        r"config\.batch_size=3 does not divide over 2 devices \(of 1 process\(es\)\)",
     ),
     "a workdir under a file": (
         [*_RUNLOCAL, "--workdir={tmp}/afile/w"],
@@ -644,45 +640,3 @@ def test_every_input_mistake_ends_the_cli_with_one_line_and_status_2(tmp_path):
         assert len(errors) == 1 and re.search(_CLI_MISTAKES[name][2], errors[0]), (name, errors)
         assert "Traceback" not in stderr, (name, stderr[-2000:])
     assert os.listdir(tmp_path) == ["afile"]  # no workdir, no data dir
-
-
-# No TensorFlow, as on a machine (the GPU image) that has none.
-_WITHOUT_TENSORFLOW = (
-    testing.WITHOUT_TENSORFLOW
-    + """
-import sys
-
-import jax
-
-jax.config.update("jax_default_matmul_precision", "highest")  # as conftest.py
-from test_train import render_clips, run, tiny_config
-
-# The overfit test's step (its executables are in the compilation cache), 2 steps.
-config = tiny_config(batch_size=1, num_train_steps=2, mesh=(("data", 1),))
-config.optimizer.name, config.optimizer.learning_rate = "adam", 1e-3
-_, history = run(config, sys.argv[1], render_clips(1, seed=3))
-loaded = [m for m, v in sys.modules.items() if m.startswith("tensorflow") and v is not None]
-print("steps", [h["step"] for h in history], "tensorflow modules", loaded)
-"""
-)
-
-
-def test_training_needs_no_tensorflow_when_fed_numpy_batches(tmp_path, compilation_cache):
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
-    env.update(
-        JAX_COMPILATION_CACHE_DIR=compilation_cache,
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_TENSORFLOW, str(tmp_path / "w")],
-        env=env,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "steps [1, 2] tensorflow modules []" in done.stdout
-    assert "No TensorBoard events" in done.stderr  # the metrics went to the log
-    assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["2"]
