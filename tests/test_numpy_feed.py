@@ -256,6 +256,7 @@ config.data.update(manual_dir=sys.argv[1], data_dir=sys.argv[2] + "/no_tfds", fe
 config.update(num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2)
 state, history = train.train_and_evaluate(config, sys.argv[2] + "/workdir")
 assert int(state["step"]) == 2 and "eval_loss" in history[-1], history
+assert [h["step"] for h in history if "loss" in h] == [1, 2], history  # every step logged
 # DAVIS train + YouTube-VOS train for training, DAVIS val for the eval loss: each once
 assert sorted(opened) == ["train", "train", "val"], opened
 assert not any(m.split(".")[0] in ("tensorflow", "tensorflow_datasets") for m in sys.modules)

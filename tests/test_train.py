@@ -420,7 +420,8 @@ def test_unknown_config_fields_are_rejected_before_anything_is_written(tmp_path)
 
 
 def test_a_batch_that_does_not_divide_over_the_devices_is_rejected(tmp_path):
-    with pytest.raises(train.ConfigError, match=r"batch_size=12 does not divide over 8 devices"):
+    expected = r"batch_size=12 does not divide over 8 devices \(of 1 process\(es\)\)"
+    with pytest.raises(train.ConfigError, match=expected):
         train.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
 
